@@ -1,0 +1,71 @@
+"""descent: the optimizers that train neural networks, written once from their rules.
+
+``import descent as optim`` in place of ``import torch.optim as optim``: the same
+classes, arguments, ``state_dict`` and numbers, run by a fused flat-storage engine.
+torch.optim's optimizers that descent does not rewrite (LBFGS, Rprop, ASGD, SparseAdam,
+Adafactor) and its ``lr_scheduler`` and ``swa_utils`` are re-exported unchanged, so the
+swap is one import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch.optim import Optimizer, lr_scheduler, swa_utils
+
+from . import rules
+from .optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    EMAMomentum,
+    Lion,
+    LookaheadNesterov,
+    NAdam,
+    RAdam,
+    RMSprop,
+    RuleOptimizer,
+    compose,
+)
+
+__version__ = "0.1.0"
+
+#: torch.optim classes re-exported as they are (not run by descent's engine).
+_FROM_TORCH = ("ASGD", "LBFGS", "Rprop", "SparseAdam", "Adafactor")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "numpy":
+        return importlib.import_module(".numpy", __name__)
+    if name in _FROM_TORCH:
+        import torch.optim
+
+        if hasattr(torch.optim, name):
+            return getattr(torch.optim, name)
+    raise AttributeError(f"module 'descent' has no attribute {name!r}")
+
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "EMAMomentum",
+    "Lion",
+    "LookaheadNesterov",
+    "NAdam",
+    "Optimizer",
+    "RAdam",
+    "RMSprop",
+    "RuleOptimizer",
+    "compose",
+    "lr_scheduler",
+    "rules",
+    "swa_utils",
+]

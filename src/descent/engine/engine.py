@@ -1,0 +1,194 @@
+"""The step: for every param group, every bucket, every run, one kernel call.
+
+A *run* is a maximal range of a bucket's params that have a gradient and share their
+host scalars (``step``, NAdam's ``mu_product``), so they share every number the rule
+needs. In the common case (all grads present, all params started together) a bucket
+is one run: one kernel over the whole flat buffer. A param whose grad is ``None`` ends
+a run, so it does not move and its state does not advance, as in torch.optim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from ..rules.base import Chain
+from .kernels import compile_mode, run_compiled, run_eager
+from .storage import Bucket, plan
+
+if TYPE_CHECKING:
+    from ..optim.base import RuleOptimizer
+
+#: With ``compile="auto"``, a flat bucket is compiled once it holds this many elements;
+#: below it eager chunks are as fast as the kernel and cost no compile time.
+AUTO_COMPILE_MIN = 1 << 20
+
+
+@dataclass
+class _Group:
+    params: list
+    n: int
+    buckets: list[Bucket]
+
+
+class Engine:
+    def __init__(self, opt: RuleOptimizer, flat: bool = True, compile: bool | str = "auto"):
+        if not isinstance(flat, bool):
+            raise TypeError(f"Invalid flat setting: {flat!r} (expected True or False)")
+        self.opt = opt
+        self.flat = flat
+        self.compile = compile_mode(compile)
+        self.groups: list[_Group | None] = []
+        #: set by load_state_dict: every bucket re-reads ``optimizer.state`` next step
+        self.reload = False
+
+    # -- the step ------------------------------------------------------------------------
+    def step(self) -> None:
+        opt = self.opt
+        who = type(opt).__name__
+        work = []
+        # Collect every group's gradients before touching anything, so a bad gradient
+        # (sparse) raises with no param or state changed.
+        for gi, group in enumerate(opt.param_groups):
+            chain = opt.chain(group)
+            entry = self._entry(gi, group, chain)
+            work.append((group, chain, entry, [b.collect(who) for b in entry.buckets]))
+        self.reload = False
+        for group, chain, entry, hass in work:
+            for bucket, has in zip(entry.buckets, hass):
+                self._step_bucket(bucket, chain, group, has)
+
+    def _step_bucket(
+        self, b: Bucket, chain: Chain, group: dict[str, Any], has: list[bool] | None
+    ) -> None:
+        runs = b.runs(has, chain.host)
+        for a, c in runs:
+            self._run(b, chain, group, a, c)
+        b.uniform = runs == [(0, len(b.params))]
+        if 0 in b.exposed:
+            for a, c in runs:
+                for i in range(a, c):
+                    if not b.exposed[i]:
+                        self._expose(b, chain, i)
+
+    def _run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> None:
+        host = {k: b.host[k][a:c] for k in chain.host}
+        host["step"] += 1
+        t = host["step"][0].item()
+        chain.advance(group, t, host)
+        hs = chain.scalars(group, t, {k: v[0].item() for k, v in host.items()})
+        p, g, s = b.tensors(a, c, chain.state)
+        if p.numel() == 0:
+            return
+        if self._compiled(b) and run_compiled(chain, hs, p, g, s):
+            return
+        run_eager(chain, hs, p, g, s)
+
+    def _compiled(self, b: Bucket) -> bool:
+        if not b.flat or self.compile is False:
+            return False
+        return self.compile is True or b.size >= AUTO_COMPILE_MIN
+
+    # -- buckets and state ---------------------------------------------------------------
+    def _entry(self, gi: int, group: dict[str, Any], chain: Chain) -> _Group:
+        while len(self.groups) <= gi:
+            self.groups.append(None)
+        entry = self.groups[gi]
+        params = group["params"]
+        fresh = (
+            entry is None
+            or entry.params is not params
+            or entry.n != len(params)
+            or not all(b.intact() for b in entry.buckets)
+        )
+        if fresh:
+            entry = _Group(
+                params, len(params), [Bucket(ps, f) for ps, f in plan(params, self.flat)]
+            )
+            self.groups[gi] = entry
+        for b in entry.buckets:
+            self._prepare(b, chain, group)
+            if fresh or self.reload:
+                self._adopt(b, chain)
+        return entry
+
+    def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> None:
+        """Allocate the buffers ``chain`` needs that ``b`` lacks (first step, or a flag
+        such as ``amsgrad`` switched on), keeping any tensor already in the state."""
+        for name in chain.host:
+            if name not in b.host:
+                b.allocate_host(name, chain.host_init(name))
+                self._attach(b, name, host=True)
+        for name in chain.state:
+            if name not in b.state:
+                b.allocate(name, chain.fill(name, group))
+                self._attach(b, name, host=False)
+
+    def _attach(self, b: Bucket, name: str, host: bool) -> None:
+        state = self.opt.state
+        for i, p in enumerate(b.params):
+            if not b.exposed[i]:
+                continue
+            st = state[p]
+            old = st.get(name)
+            if host:
+                if old is not None:
+                    b.host[name][i] = float(old)
+                if name != "step" or self.opt.state_step:
+                    st[name] = b.host[name][i]
+            else:
+                view = b.state_view(name, i)
+                if isinstance(old, Tensor):
+                    view.copy_(old)
+                st[name] = view
+
+    def _adopt(self, b: Bucket, chain: Chain) -> None:
+        """Take over whatever ``optimizer.state`` holds for ``b``'s params (a loaded
+        checkpoint, AdaGrad's initial state): copy it into the buffers, leave views."""
+        state = self.opt.state
+        for i, p in enumerate(b.params):
+            st = state[p] if p in state else None
+            if not st:
+                for k in chain.host:
+                    b.host[k][i] = chain.host_init(k)
+                b.exposed[i] = 0
+                continue
+            step = st.get("step")
+            started = any(isinstance(st.get(k), Tensor) for k in chain.state)
+            b.host["step"][i] = float(step) if step is not None else float(started)
+            for k in chain.host[1:]:
+                if st.get(k) is not None:
+                    b.host[k][i] = float(st[k])
+            for name in chain.state:
+                old = st.get(name)
+                if isinstance(old, Tensor):
+                    b.state_view(name, i).copy_(old)
+            self._expose(b, chain, i)
+        b.uniform = False
+
+    def _expose(self, b: Bucket, chain: Chain, i: int) -> None:
+        """Publish param ``i``'s state in ``optimizer.state`` as views of the buffers."""
+        entries: dict[str, Tensor] = {}
+        if self.opt.state_step:
+            entries["step"] = b.host["step"][i]
+        for k in chain.host[1:]:
+            entries[k] = b.host[k][i]
+        for name in chain.state:
+            entries[name] = b.state_view(name, i)
+        if entries:
+            self.opt.state[b.params[i]].update(entries)
+        b.exposed[i] = 1
+
+    # -- gradients -----------------------------------------------------------------------
+    def zero_grad_flat(self) -> set[int]:
+        """Zero every flat gradient buffer whose grads are all views; ids of params done."""
+        done: set[int] = set()
+        for entry in self.groups:
+            if entry is None:
+                continue
+            for b in entry.buckets:
+                if b.zero_grads():
+                    done.update(map(id, b.params))
+        return done

@@ -1,0 +1,128 @@
+"""Running a chain's elementwise math: eagerly, or as one compiled kernel.
+
+The compiled kernel is ``torch.compile(..., dynamic=True)`` over 1-D buffers with every
+number passed in one float64 tensor, so neither a new size nor a scheduled lr
+recompiles it. ``bool`` scalars are static: the kernel is specialized on them. Each
+(chain, statics) pair gets its own code object, so dynamo's per-code recompile limit
+is never shared between optimizers.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..rules.base import Chain, Scalars
+
+#: Eager runs over longer buffers go in chunks of this many elements, so temporaries
+#: stay small and cache-resident instead of proportional to the parameter count.
+CHUNK = 1 << 16
+
+_kernels: dict[Hashable, Callable[..., None]] = {}
+_failed: set[Hashable] = set()
+#: Number of kernels built by torch.compile in this process (tests count recompiles).
+stats = {"built": 0, "compiled_calls": 0, "eager_calls": 0}
+
+
+def split(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list[float]]:
+    """Separate static (bool) scalars from numeric ones, in a stable layout."""
+    statics = tuple(tuple((k, v) for k, v in h.items() if isinstance(v, bool)) for h in hs)
+    names = tuple(tuple(k for k, v in h.items() if not isinstance(v, bool)) for h in hs)
+    values = [float(v) for h in hs for v in h.values() if not isinstance(v, bool)]
+    return statics, names, values
+
+
+def _build(chain: Chain, statics: tuple, names: tuple) -> Callable[..., None]:
+    state_names = chain.state
+
+    def kernel(p, g, scal, *bufs):
+        s = dict(zip(state_names, bufs))
+        hs = []
+        i = 0
+        for fixed, keys in zip(statics, names):
+            h = dict(fixed)
+            for k in keys:
+                h[k] = scal[i]
+                i += 1
+            hs.append(h)
+        chain.update(p, g, s, hs)
+
+    stats["built"] += 1
+    name = f"descent_step_{stats['built']}"
+    code = kernel.__code__.replace(co_name=name)
+    fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, CHUNK)
+
+
+def run_eager(
+    chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]
+) -> None:
+    stats["eager_calls"] += 1
+    n = p.numel()
+    if p.dim() != 1 or n <= CHUNK:
+        chain.update(p, g, s, hs)
+        return
+    for a in _chunks(n):
+        b = a + CHUNK
+        chain.update(p[a:b], g[a:b], {k: v[a:b] for k, v in s.items()}, hs)
+
+
+def run_compiled(
+    chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]
+) -> bool:
+    """Run the compiled kernel; False when compiling is unavailable (caller runs eagerly)."""
+    statics, names, values = split(hs)
+    key = (chain.key, statics, names)
+    if key in _failed:
+        return False
+    fn = _kernels.get(key)
+    if fn is None:
+        fn = _kernels[key] = _build(chain, statics, names)
+    scal = torch.tensor(values, dtype=torch.float64, device=p.device)
+    try:
+        fn(p, g, scal, *(s[k] for k in chain.state))
+    except Exception as exc:  # a missing compiler or an inductor bug: fall back, loudly once
+        _failed.add(key)
+        warnings.warn(
+            f"descent: compiling the step failed ({type(exc).__name__}: {exc}); "
+            "running it eagerly instead (same math, slower).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
+    stats["compiled_calls"] += 1
+    return True
+
+
+def compile_mode(requested: bool | str) -> bool | str:
+    """The effective compile setting: ``DESCENT_COMPILE`` (0/1/auto) overrides the argument."""
+    env = os.environ.get("DESCENT_COMPILE")
+    if env is not None:
+        env = env.strip().lower()
+        if env in ("0", "false", "no", "off"):
+            return False
+        if env in ("1", "true", "yes", "on"):
+            return True
+        if env == "auto":
+            return "auto"
+        raise ValueError(f"DESCENT_COMPILE must be 0, 1 or auto, got {env!r}")
+    if requested not in (True, False, "auto"):
+        raise ValueError(f"Invalid compile setting: {requested!r} (expected True, False or 'auto')")
+    return requested
+
+
+def reset() -> None:
+    """Forget every compiled kernel (tests use this to count compilations)."""
+    _kernels.clear()
+    _failed.clear()
+    for k in stats:
+        stats[k] = 0

@@ -1,0 +1,222 @@
+"""Flat storage: the params of one (group, device, dtype) in one contiguous buffer.
+
+Each ``nn.Parameter`` stays the same Python object; its ``.data`` becomes a view of the
+bucket's buffer and its ``.grad`` a view of a matching gradient buffer, so backward
+accumulates in place and the step reads one buffer. State buffers are flat too, and
+``optimizer.state[p]`` holds views of them. A param that cannot be re-homed (a tensor
+subclass such as DTensor, sparse, overlapping, or sharing storage with another) gets a
+bucket of its own that runs the same rule on the tensor itself.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+#: Params start at multiples of this many elements: aligned vector loads, and every run
+#: of the compiled kernel has a length divisible by it.
+ALIGN = 16
+
+_grad = operator.attrgetter("grad")
+_is = operator.is_
+_eq = operator.eq
+_data_ptr = Tensor.data_ptr
+
+
+def scalar_dtype() -> torch.dtype:
+    """torch.optim's dtype for per-tensor scalars such as ``step``."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _dense(t: Tensor) -> bool:
+    """True when ``t`` covers exactly ``numel`` consecutive elements in some order."""
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _plain(p: Tensor) -> bool:
+    return type(p) in (torch.Tensor, torch.nn.Parameter) and type(p.data) is torch.Tensor
+
+
+def flattenable(p: Tensor) -> bool:
+    """Whether ``p`` can be re-homed into a flat buffer without changing what it shares."""
+    if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not _dense(p):
+        return False
+    # A param that is a window into a larger tensor shares memory the user may rely on.
+    return p.untyped_storage().nbytes() == p.numel() * p.element_size()
+
+
+def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]]:
+    """Split one group's params into buckets: ``(params, is_flat)``, in param order."""
+    candidates = [p for p in params if flat and flattenable(p)] if flat else []
+    owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
+    buckets: dict[tuple, list[Tensor]] = {}
+    singles: list[tuple[list[Tensor], bool]] = []
+    chosen = {
+        id(p) for p in candidates if not p.numel() or owners[p.untyped_storage().data_ptr()] == 1
+    }
+    for p in params:
+        if id(p) in chosen:
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        else:
+            singles.append(([p], False))
+    return [(ps, True) for ps in buckets.values()] + singles
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class Bucket:
+    """Storage and per-tensor bookkeeping for params of one device and dtype."""
+
+    def __init__(self, params: list[Tensor], flat: bool):
+        self.params = params
+        self.flat = flat
+        self.device = params[0].device
+        self.dtype = params[0].dtype
+        n = len(params)
+        self.state: dict[str, Tensor] = {}
+        self.host: dict[str, Tensor] = {}
+        self.exposed = bytearray(n)
+        #: every param has the same host scalars (so the bucket runs as one)
+        self.uniform = False
+        if not flat:
+            return
+        self.starts: list[int] = []
+        end = 0
+        for p in params:
+            self.starts.append(end)
+            end = _align(end + p.numel())
+        self.size = end
+        self.ends = [a + p.numel() for a, p in zip(self.starts, params)]
+        kw = {"dtype": self.dtype, "device": self.device}
+        self.P = torch.zeros(end, **kw)
+        self.G = torch.zeros(end, **kw)
+        self.pviews = [self.view(self.P, i) for i in range(n)]
+        self.gviews = [self.view(self.G, i) for i in range(n)]
+        for p, v, gv in zip(params, self.pviews, self.gviews):
+            v.copy_(p.detach())
+            grad = p.grad
+            p.data = v
+            if grad is not None:
+                gv.copy_(grad)
+                p.grad = gv
+        self.ptrs = [p.data_ptr() for p in params]
+
+    # -- views ---------------------------------------------------------------------------
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        p = self.params[i]
+        return flat.as_strided(p.shape, p.stride(), self.starts[i])
+
+    def state_view(self, name: str, i: int) -> Tensor:
+        return self.view(self.state[name], i) if self.flat else self.state[name]
+
+    def intact(self) -> bool:
+        """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
+        return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
+
+    # -- gradients -----------------------------------------------------------------------
+    def collect(self, who: str) -> list[bool] | None:
+        """Which params have a gradient; ``None`` means all, already in place.
+
+        Fresh gradients (after ``zero_grad(set_to_none=True)`` and backward) are copied
+        into the flat gradient buffer once and ``p.grad`` re-pointed at its view.
+        """
+        if self.flat and all(map(_is, map(_grad, self.params), self.gviews)):
+            return None
+        has: list[bool] = []
+        dst: list[Tensor] = []
+        src: list[Tensor] = []
+        moved: list[tuple[Tensor, Tensor]] = []
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                has.append(False)
+                continue
+            if g.layout != torch.strided:
+                raise RuntimeError(f"{who} does not support sparse gradients")
+            has.append(True)
+            if self.flat and g is not self.gviews[i]:
+                dst.append(self.gviews[i])
+                src.append(g)
+                moved.append((p, self.gviews[i]))
+        if dst:
+            torch._foreach_copy_(dst, src)
+            for p, gv in moved:
+                p.grad = gv
+        return has
+
+    def zero_grads(self) -> bool:
+        """Zero the flat gradient buffer in one op when every grad is a view of it."""
+        if self.flat and all(map(_is, map(_grad, self.params), self.gviews)):
+            self.G.zero_()
+            return True
+        return False
+
+    # -- buffers -------------------------------------------------------------------------
+    def allocate(self, name: str, fill: float) -> Tensor:
+        if self.dtype.is_complex:
+            fill = complex(fill, fill)
+        if self.flat:
+            buf = torch.full((self.size,), fill, dtype=self.dtype, device=self.device)
+        else:
+            buf = torch.full_like(self.params[0], fill, memory_format=torch.preserve_format)
+        self.state[name] = buf
+        return buf
+
+    def allocate_host(self, name: str, value: float) -> Tensor:
+        buf = torch.full((len(self.params),), value, dtype=scalar_dtype())
+        self.host[name] = buf
+        return buf
+
+    # -- runs ----------------------------------------------------------------------------
+    def runs(self, has: list[bool] | None, names: Sequence[str]) -> list[tuple[int, int]]:
+        """Maximal ranges of params that have grads and equal host scalars (step …)."""
+        n = len(self.params)
+        if has is None and self.uniform:
+            return [(0, n)]
+        columns = [self.host[k].tolist() for k in names]
+        keys = list(zip(*columns))
+        runs: list[tuple[int, int]] = []
+        start = None
+        for i in range(n + 1):
+            ok = i < n and (has is None or has[i])
+            if start is not None and (not ok or keys[i] != keys[start]):
+                runs.append((start, i))
+                start = None
+            if ok and start is None:
+                start = i
+        return runs
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Flat element range of params ``a..b-1`` (padding included, aligned)."""
+        return self.starts[a], min(_align(self.ends[b - 1]), self.size)
+
+    def tensors(
+        self, a: int, b: int, names: Sequence[str]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """What the kernel updates for params ``a..b-1``: param, grad and state."""
+        if self.flat:
+            lo, hi = self.span(a, b)
+            bufs = {k: _flat_real(self.state[k][lo:hi]) for k in names}
+            return _flat_real(self.P[lo:hi]), _flat_real(self.G[lo:hi]), bufs
+        p = self.params[0]
+        return _real(p.data), _real(p.grad), {k: _real(self.state[k]) for k in names}
+
+
+def _flat_real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t).view(-1) if t.is_complex() else t

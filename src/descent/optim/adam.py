@@ -1,0 +1,113 @@
+"""Adam and AdamW."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..rules import EMA, EMAOfSquares
+from .base import RuleOptimizer
+
+
+class Adam(RuleOptimizer):
+    r"""Adam (Kingma & Ba 2015); AMSGrad (Reddi, Kale & Kumar 2018) with ``amsgrad=True``.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\quad
+        w \leftarrow w - \eta\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
+
+    AMSGrad replaces :math:`v_t` by :math:`\max_{i\le t} v_i`. Same arguments, defaults,
+    state (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) and numbers as
+    ``torch.optim.Adam``. ``eps_inside=True`` gives :math:`\sqrt{\hat v_t + \epsilon}`.
+    """
+
+    flags = (*RuleOptimizer.flags, "amsgrad", "eps_inside")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        eps_inside: bool = False,
+        flat: bool = True,
+        compile: bool | str = "auto",
+    ):
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "eps_inside": eps_inside,
+        }
+        super().__init__(params, defaults, flat=flat, compile=compile)
+
+    def rule(self, group):
+        return [
+            EMA(),
+            EMAOfSquares(amsgrad=bool(group["amsgrad"]), eps_inside=bool(group["eps_inside"])),
+        ]
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    .. math:: w \leftarrow w\,(1 - \eta\lambda) - \eta\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    Same arguments, defaults (``weight_decay=1e-2``), state and numbers as
+    ``torch.optim.AdamW``.
+    """
+
+    decoupled_default = True
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        eps_inside: bool = False,
+        flat: bool = True,
+        compile: bool | str = "auto",
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+            eps_inside=eps_inside,
+            flat=flat,
+            compile=compile,
+        )

@@ -1,0 +1,148 @@
+"""The base of every descent optimizer: a ``torch.optim.Optimizer`` whose step is a rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch.optim import Optimizer
+
+from ..engine import Engine
+from ..rules.base import Chain, Transform
+from .validation import COMMON, Check, validate
+
+
+class RuleOptimizer(Optimizer):
+    """A ``torch.optim.Optimizer`` whose update is a :class:`~descent.rules.Chain`.
+
+    Subclasses implement :meth:`rule` (the moment transforms for a param group) and
+    declare which group keys change the chain's structure (:attr:`flags`). Everything
+    else — param groups, ``state_dict`` in torch.optim's layout, schedulers, hooks,
+    closures, the fused flat-storage engine — comes from here.
+
+    Engine keywords (every descent optimizer takes them):
+
+    ``flat`` (default ``True``)
+        Re-home each group's params into one contiguous buffer per device and dtype, so
+        the step is one kernel whatever the number of tensors. ``flat=False`` keeps
+        your params' storage untouched and runs the same rule tensor by tensor.
+    ``compile`` (``"auto"``, ``True`` or ``False``)
+        Run the step as one ``torch.compile``-d kernel over the flat buffers.
+        ``"auto"`` compiles buckets of at least ``descent.engine.AUTO_COMPILE_MIN``
+        elements. The environment variable ``DESCENT_COMPILE`` (0/1/auto) overrides it.
+    """
+
+    #: torch.optim keeps a per-tensor ``step`` in this optimizer's state.
+    state_step: ClassVar[bool] = True
+    #: Group keys whose truth value changes the chain's structure.
+    flags: ClassVar[tuple[str, ...]] = ("maximize", "weight_decay", "decoupled_weight_decay")
+    #: Hyperparameter checks, by group key.
+    checks: ClassVar[Mapping[str, Check]] = COMMON
+    #: Whether weight decay is decoupled when a group does not say.
+    decoupled_default: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Any,
+        defaults: dict[str, Any],
+        *,
+        flat: bool = True,
+        compile: bool | str = "auto",
+    ):
+        if defaults.get("differentiable"):
+            raise NotImplementedError(
+                f"{type(self).__name__}(differentiable=True) is not supported: descent's step is "
+                "an in-place fused kernel; use torch.optim to differentiate through a step"
+            )
+        self._validate(defaults)
+        self._chains: dict[tuple, Chain] = {}
+        self._engine = Engine(self, flat=flat, compile=compile)
+        super().__init__(params, defaults)
+
+    def _validate(self, values: Mapping[str, Any]) -> None:
+        validate(values, self.checks)
+        self.check(values)
+
+    def check(self, group: Mapping[str, Any]) -> None:
+        """Constraints between hyperparameters (each one alone is checked by :attr:`checks`)."""
+
+    # -- the rule ------------------------------------------------------------------------
+    def rule(self, group: Mapping[str, Any]) -> Sequence[Transform]:
+        """The moment transforms of this optimizer for ``group`` (between Prepare and
+        Descend, which every chain has)."""
+        raise NotImplementedError
+
+    def chain(self, group: Mapping[str, Any]) -> Chain:
+        """The full chain for ``group``, built once per structure."""
+        key = tuple(_truth(group.get(k)) for k in self.flags)
+        chain = self._chains.get(key)
+        if chain is None:
+            decay = _truth(group.get("weight_decay", 0))
+            decoupled = bool(group.get("decoupled_weight_decay", self.decoupled_default))
+            chain = Chain(
+                self.rule(group),
+                maximize=bool(group.get("maximize", False)),
+                l2=decay and not decoupled,
+                decoupled=decay and decoupled,
+            )
+            self._chains[key] = chain
+        return chain
+
+    # -- torch.optim.Optimizer -----------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step (``closure`` re-evaluates the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._engine.step()
+        return loss
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        given = {k: v for k, v in param_group.items() if k != "params"}
+        validate(given, self.checks)
+        self._validate({**self.defaults, **given})
+        super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._engine.reload = True
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients as torch.optim does.
+
+        ``set_to_none=True`` (the default) sets every ``p.grad`` to ``None``: a param
+        that the next backward does not reach keeps ``None`` and does not move, and the
+        step gathers the fresh gradients into the flat buffer once.
+        ``set_to_none=False`` zeroes the flat gradient buffer in one op and keeps the
+        views: the fastest loop.
+        """
+        if set_to_none:
+            super().zero_grad(set_to_none=True)
+            return
+        done = self._engine.zero_grad_flat()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) in done or p.grad is None:
+                    continue
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
+
+
+def _truth(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return bool(value.item())
+    return bool(value)

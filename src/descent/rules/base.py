@@ -1,0 +1,195 @@
+"""The skeleton every optimizer shares, as the notes write it.
+
+    g_t = ∇f(w_t)
+    m_t = φ(g_1 … g_t)          first moment  (none, heavy ball, EMA, Nesterov)
+    v_t = ψ(g_1 … g_t)          second moment (none, Σg², EMA of g², AdaDelta, max)
+    w_{t+1} = w_t − η · m_t / √v_t
+
+An update is a :class:`Chain`: ``Prepare`` (maximize, L2 weight decay), then the moment
+transforms in order, then ``Descend`` (decoupled weight decay and the step). Each
+transform owns its state buffers (named as torch.optim names them), computes its
+per-step numbers on the host (bias corrections …) and applies plain elementwise tensor
+code. The engine runs that code eagerly or compiles it into one kernel over flat
+buffers; it never knows an optimizer by name.
+
+Rules for writing ``apply``: update your own state in place, never modify ``u``, ``g``
+or another transform's state, touch ``p`` only in ``Descend``, and use operators or
+ops that accept tensor scalars (``lerp_``, ``mul_``, ``add_`` without ``alpha``),
+because under compilation every number in ``h`` arrives as a 0-d tensor. A ``bool``
+in ``h`` is static: the kernel is specialized on it, so Python ``if`` on it is fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Union
+
+from torch import Tensor
+
+#: How a transform names a hyperparameter of its param group: a key (``"lr"``), a key
+#: and an index (``("betas", 0)``), or a function of the group.
+Hyper = Union[str, tuple[str, int], Callable[[Mapping[str, Any]], float]]
+
+Scalars = dict[str, Any]
+
+
+def read(group: Mapping[str, Any], ref: Hyper) -> float:
+    """The value of hyperparameter ``ref`` in ``group`` as a Python float."""
+    if callable(ref):
+        value = ref(group)
+    elif isinstance(ref, tuple):
+        name, index = ref
+        value = group[name][index]
+    else:
+        value = group[ref]
+    if isinstance(value, Tensor):
+        value = value.item()
+    return float(value)
+
+
+class Transform:
+    """One stage of an update.
+
+    Subclasses set :attr:`state` (per-element buffers) and :attr:`host` (per-tensor
+    scalars kept on the CPU, such as NAdam's ``mu_product``) and implement
+    :meth:`apply`; :meth:`scalars` and :meth:`advance` as needed.
+    """
+
+    state: tuple[str, ...] = ()
+    host: tuple[str, ...] = ()
+
+    def fill(self, name: str, group: Mapping[str, Any]) -> float:
+        """Initial value of state buffer ``name``."""
+        return 0.0
+
+    def host_init(self, name: str) -> float:
+        """Initial value of host scalar ``name``."""
+        return 0.0
+
+    def advance(self, group: Mapping[str, Any], t: float, host: dict[str, Tensor]) -> None:
+        """Update host scalars in place for step ``t`` (tensors, so float32 state rounds
+        exactly as torch.optim's 0-d tensors do)."""
+
+    def scalars(self, group: Mapping[str, Any], t: float, host: Mapping[str, float]) -> Scalars:
+        """Numbers ``apply`` needs at step ``t``, computed once per step on the host."""
+        return {}
+
+    def apply(self, u: Tensor, g: Tensor, p: Tensor, s: dict[str, Tensor], h: Scalars) -> Tensor:
+        """Elementwise math: take the direction ``u`` and return the new one."""
+        raise NotImplementedError
+
+    def key(self) -> Hashable:
+        """Structural identity: two transforms with equal keys compile to the same code."""
+        return (type(self).__qualname__, tuple(sorted(vars(self).items(), key=lambda kv: kv[0])))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Prepare(Transform):
+    """g ← −g (maximize);  g ← g + λ·w (L2 weight decay, coupled to the gradient)."""
+
+    def __init__(
+        self, maximize: bool = False, l2: bool = False, weight_decay: Hyper = "weight_decay"
+    ):
+        self.maximize = maximize
+        self.l2 = l2
+        self.weight_decay = weight_decay
+
+    def scalars(self, group, t, host):
+        return {"wd": read(group, self.weight_decay)} if self.l2 else {}
+
+    def apply(self, u, g, p, s, h):
+        if self.maximize:
+            g = -g
+        if self.l2:
+            g = g + h["wd"] * p
+        return g
+
+
+class Descend(Transform):
+    """w ← w·(1 − η·λ) (decoupled weight decay, Loshchilov & Hutter);  w ← w − η·u."""
+
+    def __init__(
+        self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"
+    ):
+        self.decoupled = decoupled
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def scalars(self, group, t, host):
+        lr = read(group, self.lr)
+        if self.decoupled:
+            return {"lr": lr, "shrink": 1 - lr * read(group, self.weight_decay)}
+        return {"lr": lr}
+
+    def apply(self, u, g, p, s, h):
+        if self.decoupled:
+            p.mul_(h["shrink"])
+        p.sub_(h["lr"] * u)
+        return u
+
+
+class Chain:
+    """Prepare → moments → Descend, with everything the engine needs to run it."""
+
+    def __init__(
+        self,
+        moments: Sequence[Transform],
+        *,
+        maximize: bool = False,
+        l2: bool = False,
+        decoupled: bool = False,
+    ):
+        self.transforms: tuple[Transform, ...] = (
+            Prepare(maximize=maximize, l2=l2),
+            *moments,
+            Descend(decoupled=decoupled),
+        )
+        names = [n for tr in self.transforms for n in tr.state]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two transforms of one chain claim the same state buffer: {names}")
+        hosts = [n for tr in self.transforms for n in tr.host]
+        if "step" in hosts or len(set(hosts)) != len(hosts):
+            raise ValueError(f"host scalars must be unique and not 'step': {hosts}")
+        self.state: tuple[str, ...] = tuple(names)
+        self.host: tuple[str, ...] = ("step", *hosts)
+        self.key: Hashable = tuple(tr.key() for tr in self.transforms)
+
+    def owner(self, name: str) -> Transform:
+        return next(tr for tr in self.transforms if name in tr.state or name in tr.host)
+
+    def fill(self, name: str, group: Mapping[str, Any]) -> float:
+        return self.owner(name).fill(name, group)
+
+    def host_init(self, name: str) -> float:
+        return 0.0 if name == "step" else self.owner(name).host_init(name)
+
+    def advance(self, group: Mapping[str, Any], t: float, host: dict[str, Tensor]) -> None:
+        for tr in self.transforms:
+            tr.advance(group, t, host)
+
+    def scalars(
+        self, group: Mapping[str, Any], t: float, host: Mapping[str, float]
+    ) -> list[Scalars]:
+        return [tr.scalars(group, t, host) for tr in self.transforms]
+
+    def update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], hs: Sequence[Scalars]) -> None:
+        """One step, elementwise, in place on ``p`` and ``s``."""
+        prepare, *moments, descend = self.transforms
+        g = prepare.apply(g, g, p, s, hs[0])
+        u = g
+        for tr, h in zip(moments, hs[1:-1]):
+            u = tr.apply(u, g, p, s, h)
+        descend.apply(u, g, p, s, hs[-1])
+
+    def __repr__(self) -> str:
+        return "Chain(" + ", ".join(map(repr, self.transforms)) + ")"
+
+
+def square(x: Tensor) -> Tensor:
+    return x * x
+
+
+__all__ = ["Chain", "Descend", "Hyper", "Prepare", "Scalars", "Transform", "read", "square"]

@@ -1,0 +1,149 @@
+"""First-moment rules: what direction to move in, given the gradients so far."""
+
+from __future__ import annotations
+
+from .base import Hyper, Transform, read
+
+
+class HeavyBall(Transform):
+    """Polyak's heavy ball, torch.optim's form.
+
+        b_1 = g_1;   b_t = μ·b_{t−1} + (1 − d)·g_t          (d: dampening)
+        u = g + μ·b_t   (nesterov)   or   u = b_t
+
+    With a constant η this is the notes' v ← μv − ηg, w ← w + v (v = −η·b). The buffer
+    starts at g_1, not at (1 − d)·g_1: that is torch's convention, kept for parity.
+    """
+
+    def __init__(
+        self,
+        momentum: Hyper = "momentum",
+        dampening: Hyper = "dampening",
+        nesterov: bool = False,
+        buffer: str = "momentum_buffer",
+    ):
+        self.momentum = momentum
+        self.dampening = dampening
+        self.nesterov = nesterov
+        self.buffer = buffer
+        self.state = (buffer,)
+
+    def scalars(self, group, t, host):
+        mu = read(group, self.momentum)
+        first = t <= 1
+        # b ← keep·b + take·u: on the first step the buffer is fresh zeros, so keep = 0
+        # and take = 1 give exactly b_1 = g_1 without a branch in the kernel.
+        return {
+            "mu": mu,
+            "keep": 0.0 if first else mu,
+            "take": 1.0 if first else 1 - read(group, self.dampening),
+        }
+
+    def apply(self, u, g, p, s, h):
+        b = s[self.buffer]
+        b.mul_(h["keep"]).add_(h["take"] * u)
+        return u + h["mu"] * b if self.nesterov else b
+
+
+class EMA(Transform):
+    """Exponential moving average of the gradient (Adam's first moment).
+
+    m_t = β·m_{t−1} + (1 − β)·g_t,  m_0 = 0
+    m̂_t = m_t / (1 − β^t)            (bias_correction)
+    """
+
+    def __init__(
+        self, beta: Hyper = ("betas", 0), bias_correction: bool = True, buffer: str = "exp_avg"
+    ):
+        self.beta = beta
+        self.bias_correction = bias_correction
+        self.buffer = buffer
+        self.state = (buffer,)
+
+    def scalars(self, group, t, host):
+        beta = read(group, self.beta)
+        h = {"beta": beta}
+        if self.bias_correction:
+            h["bc"] = 1 - beta**t
+        return h
+
+    def apply(self, u, g, p, s, h):
+        m = s[self.buffer]
+        m.lerp_(u, 1 - h["beta"])
+        return m / h["bc"] if self.bias_correction else m
+
+
+class NesterovEMA(Transform):
+    """Nadam's first moment (Dozat 2016), with torch's momentum schedule.
+
+        μ_t = β·(1 − ½·0.96^(t·ψ))          (ψ: momentum_decay; ψ = ∞ gives μ_t = β)
+        m_t = β·m_{t−1} + (1 − β)·g_t
+        u   = (1 − μ_t)/(1 − Π_{i≤t} μ_i) · g_t  +  μ_{t+1}/(1 − Π_{i≤t+1} μ_i) · m_t
+
+    With ψ = ∞ this is the plain Nadam (Adam with Nesterov momentum, no schedule):
+    u = (1 − β)/(1 − β^t)·g + β/(1 − β^{t+1})·m. The running product Π μ_i is host
+    state ``mu_product``, a float32 scalar per tensor as in torch.optim.
+    """
+
+    host = ("mu_product",)
+
+    def __init__(
+        self,
+        beta: Hyper = ("betas", 0),
+        momentum_decay: Hyper = "momentum_decay",
+        buffer: str = "exp_avg",
+    ):
+        self.beta = beta
+        self.momentum_decay = momentum_decay
+        self.buffer = buffer
+        self.state = (buffer,)
+
+    def host_init(self, name):
+        return 1.0
+
+    def _mu(self, group, t):
+        return read(group, self.beta) * (1.0 - 0.5 * 0.96 ** (t * read(group, self.momentum_decay)))
+
+    def advance(self, group, t, host):
+        host["mu_product"].mul_(self._mu(group, t))
+
+    def scalars(self, group, t, host):
+        mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
+        product = host["mu_product"]
+        return {
+            "beta": read(group, self.beta),
+            "cg": (1.0 - mu) / (1.0 - product),
+            "cm": mu_next / (1.0 - product * mu_next),
+        }
+
+    def apply(self, u, g, p, s, h):
+        m = s[self.buffer]
+        m.lerp_(u, 1 - h["beta"])
+        return h["cg"] * u + h["cm"] * m
+
+
+class LookaheadMomentum(Transform):
+    """Nesterov momentum in Sutskever et al.'s (2013) look-ahead form.
+
+    The parameters hold the true point w; the optimizer evaluates the gradient at the
+    look-ahead point w − η·μ·b_{t−1} and this rule, applied there, lands on
+
+        b_t = μ·b_{t−1} + g_t,      w_{t+1} = w_t − η·b_t
+
+    by returning u = b_t − μ·b_{t−1} (the look-ahead shift is undone in the same pass).
+    """
+
+    def __init__(self, momentum: Hyper = "momentum", buffer: str = "momentum_buffer"):
+        self.momentum = momentum
+        self.buffer = buffer
+        self.state = (buffer,)
+
+    def scalars(self, group, t, host):
+        mu = read(group, self.momentum)
+        return {"mu": mu, "keep": 0.0 if t <= 1 else mu}
+
+    def apply(self, u, g, p, s, h):
+        b = s[self.buffer]
+        back = h["mu"] * b
+        b.mul_(h["keep"]).add_(u)
+        return b - back
