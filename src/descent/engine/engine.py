@@ -60,9 +60,7 @@ class Engine:
             for bucket, has in zip(entry.buckets, hass):
                 self._step_bucket(bucket, chain, group, has)
 
-    def _step_bucket(
-        self, b: Bucket, chain: Chain, group: dict[str, Any], has: list[bool] | None
-    ) -> None:
+    def _step_bucket(self, b: Bucket, chain: Chain, group: dict[str, Any], has: list[bool] | None) -> None:
         runs = b.runs(has, chain.host)
         for a, c in runs:
             self._run(b, chain, group, a, c)
@@ -104,9 +102,7 @@ class Engine:
             or not all(b.intact() for b in entry.buckets)
         )
         if fresh:
-            entry = _Group(
-                params, len(params), [Bucket(ps, f) for ps, f in plan(params, self.flat)]
-            )
+            entry = _Group(params, len(params), [Bucket(ps, f) for ps, f in plan(params, self.flat)])
             self.groups[gi] = entry
         for b in entry.buckets:
             self._prepare(b, chain, group)
@@ -149,7 +145,7 @@ class Engine:
         checkpoint, AdaGrad's initial state): copy it into the buffers, leave views."""
         state = self.opt.state
         for i, p in enumerate(b.params):
-            st = state[p] if p in state else None
+            st = state.get(p)
             if not st:
                 for k in chain.host:
                     b.host[k][i] = chain.host_init(k)

@@ -63,9 +63,7 @@ def _chunks(n: int) -> range:
     return range(0, n, CHUNK)
 
 
-def run_eager(
-    chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]
-) -> None:
+def run_eager(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]) -> None:
     stats["eager_calls"] += 1
     n = p.numel()
     if p.dim() != 1 or n <= CHUNK:
@@ -76,9 +74,7 @@ def run_eager(
         chain.update(p[a:b], g[a:b], {k: v[a:b] for k, v in s.items()}, hs)
 
 
-def run_compiled(
-    chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]
-) -> bool:
+def run_compiled(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]) -> bool:
     """Run the compiled kernel; False when compiling is unavailable (caller runs eagerly)."""
     statics, names, values = split(hs)
     key = (chain.key, statics, names)

@@ -65,9 +65,7 @@ def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     buckets: dict[tuple, list[Tensor]] = {}
     singles: list[tuple[list[Tensor], bool]] = []
-    chosen = {
-        id(p) for p in candidates if not p.numel() or owners[p.untyped_storage().data_ptr()] == 1
-    }
+    chosen = {id(p) for p in candidates if not p.numel() or owners[p.untyped_storage().data_ptr()] == 1}
     for p in params:
         if id(p) in chosen:
             buckets.setdefault((p.device, p.dtype), []).append(p)
@@ -206,9 +204,7 @@ class Bucket:
         """Flat element range of params ``a..b-1`` (padding included, aligned)."""
         return self.starts[a], min(_align(self.ends[b - 1]), self.size)
 
-    def tensors(
-        self, a: int, b: int, names: Sequence[str]
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """What the kernel updates for params ``a..b-1``: param, grad and state."""
         if self.flat:
             lo, hi = self.span(a, b)

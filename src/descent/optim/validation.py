@@ -18,9 +18,7 @@ def _number(label: str, value: Any) -> float:
             raise ValueError(f"Tensor {label} must be 1-element, got shape {tuple(value.shape)}")
         return value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(
-            f"Invalid {label}: expected a number, got {value!r} ({type(value).__name__})"
-        )
+        raise TypeError(f"Invalid {label}: expected a number, got {value!r} ({type(value).__name__})")
     return float(value)
 
 

@@ -183,9 +183,7 @@ class Rectified(Transform):
         adaptive = rho_t > 5.0
         h = {"beta": beta, "eps": read(group, self.eps), "adaptive": adaptive}
         if adaptive:
-            rect = (
-                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            ) ** 0.5
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
             h["scale"] = rect * bc**0.5
         return h
 

@@ -22,13 +22,13 @@ in ``h`` is static: the kernel is specialized on it, so Python ``if`` on it is f
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from torch import Tensor
 
 #: How a transform names a hyperparameter of its param group: a key (``"lr"``), a key
 #: and an index (``("betas", 0)``), or a function of the group.
-Hyper = Union[str, tuple[str, int], Callable[[Mapping[str, Any]], float]]
+Hyper = str | tuple[str, int] | Callable[[Mapping[str, Any]], float]
 
 Scalars = dict[str, Any]
 
@@ -90,9 +90,7 @@ class Transform:
 class Prepare(Transform):
     """g ← −g (maximize);  g ← g + λ·w (L2 weight decay, coupled to the gradient)."""
 
-    def __init__(
-        self, maximize: bool = False, l2: bool = False, weight_decay: Hyper = "weight_decay"
-    ):
+    def __init__(self, maximize: bool = False, l2: bool = False, weight_decay: Hyper = "weight_decay"):
         self.maximize = maximize
         self.l2 = l2
         self.weight_decay = weight_decay
@@ -111,9 +109,7 @@ class Prepare(Transform):
 class Descend(Transform):
     """w ← w·(1 − η·λ) (decoupled weight decay, Loshchilov & Hutter);  w ← w − η·u."""
 
-    def __init__(
-        self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"
-    ):
+    def __init__(self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"):
         self.decoupled = decoupled
         self.lr = lr
         self.weight_decay = weight_decay
@@ -170,9 +166,7 @@ class Chain:
         for tr in self.transforms:
             tr.advance(group, t, host)
 
-    def scalars(
-        self, group: Mapping[str, Any], t: float, host: Mapping[str, float]
-    ) -> list[Scalars]:
+    def scalars(self, group: Mapping[str, Any], t: float, host: Mapping[str, float]) -> list[Scalars]:
         return [tr.scalars(group, t, host) for tr in self.transforms]
 
     def update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], hs: Sequence[Scalars]) -> None:

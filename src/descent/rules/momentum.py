@@ -52,9 +52,7 @@ class EMA(Transform):
     m̂_t = m_t / (1 − β^t)            (bias_correction)
     """
 
-    def __init__(
-        self, beta: Hyper = ("betas", 0), bias_correction: bool = True, buffer: str = "exp_avg"
-    ):
+    def __init__(self, beta: Hyper = ("betas", 0), bias_correction: bool = True, buffer: str = "exp_avg"):
         self.beta = beta
         self.bias_correction = bias_correction
         self.buffer = buffer

@@ -12,9 +12,7 @@ class Lion(Transform):
     m_t = β₂·m_{t−1} + (1 − β₂)·g_t
     """
 
-    def __init__(
-        self, beta1: Hyper = ("betas", 0), beta2: Hyper = ("betas", 1), buffer: str = "exp_avg"
-    ):
+    def __init__(self, beta1: Hyper = ("betas", 0), beta2: Hyper = ("betas", 1), buffer: str = "exp_avg"):
         self.beta1 = beta1
         self.beta2 = beta2
         self.buffer = buffer
