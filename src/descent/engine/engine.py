@@ -72,11 +72,16 @@ class Engine:
                         self._expose(b, chain, i)
 
     def _run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> None:
-        host = {k: b.host[k][a:c] for k in chain.host}
-        host["step"] += 1
-        t = host["step"][0].item()
+        if a == 0 and c == len(b.params):
+            host = {k: b.host[k] for k in chain.host}
+        else:
+            host = {k: b.host[k][a:c] for k in chain.host}
+        steps = host["step"]
+        steps += 1
+        t = (steps if c - a == 1 else steps[0]).item()
         chain.advance(group, t, host)
-        hs = chain.scalars(group, t, {k: v[0].item() for k, v in host.items()})
+        values = {k: (v if c - a == 1 else v[0]).item() for k, v in host.items()}
+        hs = chain.scalars(group, t, values)
         p, g, s = b.tensors(a, c, chain.state)
         if p.numel() == 0:
             return

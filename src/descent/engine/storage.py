@@ -92,6 +92,7 @@ class Bucket:
         self.exposed = bytearray(n)
         #: every param has the same host scalars (so the bucket runs as one)
         self.uniform = False
+        self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
         if not flat:
             return
         self.starts: list[int] = []
@@ -174,6 +175,7 @@ class Bucket:
         else:
             buf = torch.full_like(self.params[0], fill, memory_format=torch.preserve_format)
         self.state[name] = buf
+        self._whole.clear()
         return buf
 
     def allocate_host(self, name: str, value: float) -> Tensor:
@@ -200,16 +202,23 @@ class Bucket:
                 start = i
         return runs
 
+    def _slice(self, lo: int, hi: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        bufs = {k: _flat_real(self.state[k][lo:hi]) for k in names}
+        return _flat_real(self.P[lo:hi]), _flat_real(self.G[lo:hi]), bufs
+
     def span(self, a: int, b: int) -> tuple[int, int]:
         """Flat element range of params ``a..b-1`` (padding included, aligned)."""
         return self.starts[a], min(_align(self.ends[b - 1]), self.size)
 
     def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """What the kernel updates for params ``a..b-1``: param, grad and state."""
+        if self.flat and a == 0 and b == len(self.params):
+            whole = self._whole.get(names)
+            if whole is None:
+                whole = self._whole[tuple(names)] = self._slice(0, self.size, names)
+            return whole
         if self.flat:
-            lo, hi = self.span(a, b)
-            bufs = {k: _flat_real(self.state[k][lo:hi]) for k in names}
-            return _flat_real(self.P[lo:hi]), _flat_real(self.G[lo:hi]), bufs
+            return self._slice(*self.span(a, b), names)
         p = self.params[0]
         return _real(p.data), _real(p.grad), {k: _real(self.state[k]) for k in names}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Hyper, Transform, read, square
+from .base import Hyper, Transform, ema_sq_, read, square
 
 
 def _root(v, eps, eps_inside: bool):
@@ -95,8 +95,7 @@ class EMAOfSquares(Transform):
         return h
 
     def apply(self, u, g, p, s, h):
-        v = s[self.buffer]
-        v.mul_(h["beta"]).add_((1 - h["beta"]) * square(g))
+        v = ema_sq_(s[self.buffer], h["beta"], g)
         if self.centered:
             mean = s[self.mean_buffer]
             mean.lerp_(g, 1 - h["beta"])
@@ -152,9 +151,9 @@ class AdaDelta(Transform):
     def apply(self, u, g, p, s, h):
         rho, eps = h["rho"], h["eps"]
         sq, acc = s["square_avg"], s["acc_delta"]
-        sq.mul_(rho).add_((1 - rho) * square(u))
+        ema_sq_(sq, rho, u)
         delta = (acc + eps).sqrt() / (sq + eps).sqrt() * u
-        acc.mul_(rho).add_((1 - rho) * square(delta))
+        ema_sq_(acc, rho, delta)
         return delta
 
 
@@ -188,8 +187,7 @@ class Rectified(Transform):
         return h
 
     def apply(self, u, g, p, s, h):
-        v = s[self.buffer]
-        v.mul_(h["beta"]).add_((1 - h["beta"]) * square(g))
+        v = ema_sq_(s[self.buffer], h["beta"], g)
         if h["adaptive"]:
             return u * h["scale"] / (v.sqrt() + h["eps"])
         return u

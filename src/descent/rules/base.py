@@ -102,7 +102,7 @@ class Prepare(Transform):
         if self.maximize:
             g = -g
         if self.l2:
-            g = g + h["wd"] * p
+            g = axpy(g, h["wd"], p)
         return g
 
 
@@ -123,7 +123,7 @@ class Descend(Transform):
     def apply(self, u, g, p, s, h):
         if self.decoupled:
             p.mul_(h["shrink"])
-        p.sub_(h["lr"] * u)
+        axpy_(p, -h["lr"], u)
         return u
 
 
@@ -186,4 +186,50 @@ def square(x: Tensor) -> Tensor:
     return x * x
 
 
-__all__ = ["Chain", "Descend", "Hyper", "Prepare", "Scalars", "Transform", "read", "square"]
+# Eager code gets Python floats and should use torch's fused in-place ops; compiled code
+# gets 0-d tensors, which those ops do not take. These helpers spell each formula both
+# ways so the math stays in one place.
+
+
+def axpy(y: Tensor, a: Any, x: Tensor) -> Tensor:
+    """y + a·x (a new tensor)."""
+    if isinstance(a, (int, float)):
+        return y.add(x, alpha=a)
+    return y + a * x
+
+
+def axpy_(y: Tensor, a: Any, x: Tensor) -> Tensor:
+    """y ← y + a·x."""
+    if isinstance(a, (int, float)):
+        return y.add_(x, alpha=a)
+    return y.add_(a * x)
+
+
+def decay_add_(v: Tensor, beta: Any, a: Any, x: Tensor) -> Tensor:
+    """v ← β·v + a·x."""
+    if isinstance(a, (int, float)):
+        return v.mul_(beta).add_(x, alpha=a)
+    return v.mul_(beta).add_(a * x)
+
+
+def ema_sq_(v: Tensor, beta: Any, x: Tensor) -> Tensor:
+    """v ← β·v + (1 − β)·x²."""
+    if isinstance(beta, (int, float)):
+        return v.mul_(beta).addcmul_(x, x, value=1 - beta)
+    return v.mul_(beta).add_((1 - beta) * x * x)
+
+
+__all__ = [
+    "Chain",
+    "Descend",
+    "Hyper",
+    "Prepare",
+    "Scalars",
+    "Transform",
+    "axpy",
+    "axpy_",
+    "decay_add_",
+    "ema_sq_",
+    "read",
+    "square",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, read
+from .base import Hyper, Transform, axpy, decay_add_, read
 
 
 class HeavyBall(Transform):
@@ -40,9 +40,8 @@ class HeavyBall(Transform):
         }
 
     def apply(self, u, g, p, s, h):
-        b = s[self.buffer]
-        b.mul_(h["keep"]).add_(h["take"] * u)
-        return u + h["mu"] * b if self.nesterov else b
+        b = decay_add_(s[self.buffer], h["keep"], h["take"], u)
+        return axpy(u, h["mu"], b) if self.nesterov else b
 
 
 class EMA(Transform):
@@ -143,5 +142,5 @@ class LookaheadMomentum(Transform):
     def apply(self, u, g, p, s, h):
         b = s[self.buffer]
         back = h["mu"] * b
-        b.mul_(h["keep"]).add_(u)
+        decay_add_(b, h["keep"], 1.0, u)
         return b - back
