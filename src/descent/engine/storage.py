@@ -111,7 +111,7 @@ class Bucket:
             v.copy_(p.detach())
             grad = p.grad
             p.data = v
-            if grad is not None:
+            if grad is not None and grad.layout == torch.strided:
                 gv.copy_(grad)
                 p.grad = gv
         self.ptrs = [p.data_ptr() for p in params]
