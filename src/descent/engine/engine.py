@@ -107,7 +107,11 @@ class Engine:
             or not all(b.intact() for b in entry.buckets)
         )
         if fresh:
-            entry = _Group(params, len(params), [Bucket(ps, f) for ps, f in plan(params, self.flat)])
+            ours = frozenset(
+                b.P.untyped_storage().data_ptr() for e in self.groups if e for b in e.buckets if b.flat
+            )
+            buckets = [Bucket(ps, f) for ps, f in plan(params, self.flat, ours)]
+            entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
         for b in entry.buckets:
             self._prepare(b, chain, group)

@@ -51,21 +51,34 @@ def _plain(p: Tensor) -> bool:
     return type(p) in (torch.Tensor, torch.nn.Parameter) and type(p.data) is torch.Tensor
 
 
-def flattenable(p: Tensor) -> bool:
-    """Whether ``p`` can be re-homed into a flat buffer without changing what it shares."""
+def flattenable(p: Tensor, ours: frozenset[int] = frozenset()) -> bool:
+    """Whether ``p`` can be re-homed into a flat buffer without changing what it shares.
+
+    ``ours``: storages of descent's own earlier buffers, whose windows may move freely.
+    """
     if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not _dense(p):
         return False
+    if p.untyped_storage().data_ptr() in ours:
+        return True
     # A param that is a window into a larger tensor shares memory the user may rely on.
     return p.untyped_storage().nbytes() == p.numel() * p.element_size()
 
 
-def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]]:
+def plan(
+    params: Sequence[Tensor], flat: bool, ours: frozenset[int] = frozenset()
+) -> list[tuple[list[Tensor], bool]]:
     """Split one group's params into buckets: ``(params, is_flat)``, in param order."""
-    candidates = [p for p in params if flat and flattenable(p)] if flat else []
+    candidates = [p for p in params if flattenable(p, ours)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
+    chosen = {
+        id(p)
+        for p in candidates
+        if not p.numel()
+        or p.untyped_storage().data_ptr() in ours
+        or owners[p.untyped_storage().data_ptr()] == 1
+    }
     buckets: dict[tuple, list[Tensor]] = {}
     singles: list[tuple[list[Tensor], bool]] = []
-    chosen = {id(p) for p in candidates if not p.numel() or owners[p.untyped_storage().data_ptr()] == 1}
     for p in params:
         if id(p) in chosen:
             buckets.setdefault((p.device, p.dtype), []).append(p)
@@ -203,8 +216,8 @@ class Bucket:
         return runs
 
     def _slice(self, lo: int, hi: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        bufs = {k: _flat_real(self.state[k][lo:hi]) for k in names}
-        return _flat_real(self.P[lo:hi]), _flat_real(self.G[lo:hi]), bufs
+        bufs = {k: _window(self.state[k], lo, hi) for k in names}
+        return _window(self.P, lo, hi), _window(self.G, lo, hi), bufs
 
     def span(self, a: int, b: int) -> tuple[int, int]:
         """Flat element range of params ``a..b-1`` (padding included, aligned)."""
@@ -223,5 +236,13 @@ class Bucket:
         return _real(p.data), _real(p.grad), {k: _real(self.state[k]) for k in names}
 
 
-def _flat_real(t: Tensor) -> Tensor:
-    return torch.view_as_real(t).view(-1) if t.is_complex() else t
+def _window(flat: Tensor, lo: int, hi: int) -> Tensor:
+    """Elements ``lo:hi`` of a flat buffer as a tensor of their own (complex as real
+    pairs). Not an autograd view: a view would carry its base's size into the compiled
+    kernel's guards, and a run over part of a bucket would then recompile."""
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).view(-1)
+        lo, hi = 2 * lo, 2 * hi
+    out = flat.new_empty(0)
+    out.set_(flat.untyped_storage(), flat.storage_offset() + lo, (hi - lo,), (1,))
+    return out

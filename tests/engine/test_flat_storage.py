@@ -1,0 +1,135 @@
+"""Flat storage: params and grads become views of one buffer, behaviour stays torch's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import descent
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+from optim_cases import feed, make_pair, rel_err  # noqa: E402
+
+
+def _storage(t):
+    return t.untyped_storage().data_ptr()
+
+
+def _model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
+
+
+def test_params_and_grads_live_in_one_buffer_and_backward_accumulates_in_place():
+    model = _model()
+    params = list(model.parameters())
+    opt = descent.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 5)
+    model(x).sum().backward()
+    opt.step()
+    assert len({_storage(p) for p in params}) == 1
+    assert len({_storage(p.grad) for p in params}) == 1
+    assert list(model.parameters()) == params
+    grad_views = [p.grad for p in params]
+    opt.zero_grad(set_to_none=False)  # one memset, views kept
+    assert all(p.grad is v and not v.any() for p, v in zip(params, grad_views))
+    model(x).sum().backward()
+    once = [p.grad.clone() for p in params]
+    model(x).sum().backward()  # no step in between: accumulates into the flat buffer
+    for p, view, g1 in zip(params, grad_views, once):
+        assert p.grad is view
+        torch.testing.assert_close(p.grad, 2 * g1)
+
+
+def test_model_zero_grad_then_backward_is_gathered_and_matches_torch():
+    m1, m2 = _model(dtype=torch.float64), _model(dtype=torch.float64)
+    opt, ref = descent.Adam(m1.parameters(), lr=0.01), torch.optim.Adam(m2.parameters(), lr=0.01)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    for _ in range(10):
+        for m, o in ((m1, opt), (m2, ref)):
+            m.zero_grad()  # the module's, not the optimizer's: grads become None
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert rel_err(a, b) <= 1e-12
+
+
+def test_reassigned_param_data_is_rehomed_not_ignored():
+    m1, m2 = _model(dtype=torch.float64), _model(dtype=torch.float64)
+    opt, ref = descent.Adam(m1.parameters(), lr=0.01), torch.optim.Adam(m2.parameters(), lr=0.01)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    for step in range(12):
+        if step == 6:  # e.g. vector_to_parameters, or any code that sets .data
+            for m in (m1, m2):
+                m[0].weight.data = m[0].weight.data.clone() * 0.5
+        for m, o in ((m1, opt), (m2, ref)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert rel_err(a, b) <= 1e-12
+    assert len({_storage(p) for p in m1.parameters()}) == 1
+
+
+def test_mixed_dtypes_in_one_group():
+    a64, b32 = torch.randn(5, dtype=torch.float64), torch.randn(4, dtype=torch.float32)
+    ours = [torch.nn.Parameter(a64.clone()), torch.nn.Parameter(b32.clone())]
+    theirs = [torch.nn.Parameter(a64.clone()), torch.nn.Parameter(b32.clone())]
+    opt, ref = descent.NAdam(ours, lr=0.01), torch.optim.NAdam(theirs, lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(30):
+        feed(ours, theirs, step, gen)
+        opt.step()
+        ref.step()
+    assert rel_err(ours[0], theirs[0]) <= 1e-12
+    assert rel_err(ours[1], theirs[1]) <= 1e-6
+    assert ours[0].dtype == torch.float64 and ours[1].dtype == torch.float32
+
+
+def test_flat_false_keeps_the_users_storage():
+    model = _model()
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    opt = descent.Adam(model.parameters(), flat=False)
+    model(torch.randn(2, 5)).sum().backward()
+    opt.step()
+    assert [p.data_ptr() for p in model.parameters()] == ptrs
+
+
+def test_shared_storage_params_keep_sharing():
+    base = torch.randn(10)
+    a = torch.nn.Parameter(base[:5])  # two params that are windows of one tensor
+    b = torch.nn.Parameter(base[5:])
+    opt = descent.SGD([a, b], lr=0.1)
+    a.grad, b.grad = torch.ones(5), torch.ones(5)
+    opt.step()
+    assert _storage(a) == _storage(b) == _storage(base)
+    torch.testing.assert_close(base, torch.cat([a.detach(), b.detach()]))
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_no_temporaries_proportional_to_the_parameter_count(compile):
+    from torch.profiler import ProfilerActivity, profile
+
+    params = [torch.nn.Parameter(torch.randn(1 << 20)) for _ in range(4)]  # 16 MB
+    opt = descent.Adam(params, compile=compile)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()  # state allocated (and kernel compiled) on the first step
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        opt.step()
+    biggest = max([e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0], default=0)
+    assert biggest <= 1 << 20, f"a {biggest}-byte temporary during the step"
+
+
+def test_parity_with_torch_on_the_flat_path_of_a_real_model():
+    ours, theirs, opt, ref = make_pair("RAdam", {"lr": 0.01}, flat=True, compile=False)
+    gen = torch.Generator().manual_seed(7)
+    for step in range(50):
+        feed(ours, theirs, step, gen)
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) <= 1e-10
