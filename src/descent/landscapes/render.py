@@ -15,23 +15,20 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
+import matplotlib.artist
+import matplotlib.colors
+import matplotlib.lines
+import numpy as np
+import torch
+from matplotlib import animation
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")
-
-import matplotlib.artist  # noqa: E402
-import matplotlib.colors  # noqa: E402
-import matplotlib.lines  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import animation  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from .. import catalog  # noqa: E402
-from .surfaces import Surface  # noqa: E402
-from .tuning import Tuned  # noqa: E402
+from .. import catalog
+from .surfaces import Surface
+from .tuning import Tuned
 
 FORMATS = (".gif", ".png")
 #: default picture size in pixels (width, height)
@@ -91,8 +88,15 @@ def _title(surface: Surface, tuned: dict[str, Tuned]) -> str:
     return f"{surface.title}: {surface.formula}\n{mode}{noise}"
 
 
+def _blank(size: tuple[int, int], dpi: int) -> Figure:
+    # An Agg canvas of our own: no pyplot, no global backend switch, works headless.
+    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _figure(surface: Surface, size: tuple[int, int], dpi: int):
-    fig = plt.figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    fig = _blank(size, dpi)
     ax = fig.add_axes((0.08, 0.11, 0.5, 0.74))
     _background(ax, surface)
     return fig, ax
@@ -123,7 +127,6 @@ def _backdrop(surface: Surface, tuned: dict[str, Tuned], size: tuple[int, int], 
     fig.canvas.draw()
     pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
     box, limits = ax.get_position(), (ax.get_xlim(), ax.get_ylim())
-    plt.close(fig)
     return pixels, box, limits
 
 
@@ -144,7 +147,7 @@ def animate(
     that hold only the moving artists, so each of the animation's redraws is cheap.
     """
     pixels, box, (xlim, ylim) = _backdrop(surface, tuned, size, dpi)
-    fig = plt.figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    fig = _blank(size, dpi)
     fig.add_artist(_Pixels(pixels))
     ax = fig.add_axes(box)
     ax.set_xlim(xlim)
@@ -172,7 +175,6 @@ def animate(
     writer = _PaletteWriter(_palette(pixels, [e.color for e, _ in items]), fps=fps)
     with _atomic(out) as tmp:
         anim.save(tmp, writer=writer, dpi=dpi, progress_callback=progress)
-    plt.close(fig)
     return Path(out)
 
 
@@ -241,7 +243,6 @@ def draw_static(
     _legend(fig, handles, _title(surface, tuned))
     with _atomic(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
     return Path(out)
 
 
@@ -254,6 +255,33 @@ def render(surface: Surface, tuned: dict[str, Tuned], out: str | os.PathLike, **
         kw.pop("frames", None), kw.pop("fps", None), kw.pop("progress", None)
         return draw_static(surface, tuned, out, **kw)
     return animate(surface, tuned, out, **kw)
+
+
+class NoProgress:
+    """The progress bar's interface, doing nothing."""
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        return 0
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        pass
+
+    def update(self, task: int, **kw) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(enabled: bool = True):
+    """A rich progress bar on stderr (tuning, then frames), or :class:`NoProgress`."""
+    if not enabled:
+        yield NoProgress()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        yield bar
 
 
 @contextmanager
