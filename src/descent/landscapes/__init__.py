@@ -27,10 +27,23 @@ that ``descent gallery`` writes.
 
 from __future__ import annotations
 
-from .gallery import picture, render_gallery, write_index
+import importlib
+from typing import Any
+
 from .surfaces import SURFACES, Surface, get, quadratic
 from .trajectories import run_batch, trajectory
 from .tuning import LR_GRID, Tuned, tune, tune_all
+
+# Pictures need matplotlib, Pillow and rich (the ``arena`` extra); load them on first
+# use so surfaces, tuning and theory work without them.
+_FROM_GALLERY = ("picture", "render_gallery", "write_index")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_GALLERY:
+        return getattr(importlib.import_module(".gallery", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LR_GRID",

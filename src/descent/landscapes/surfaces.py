@@ -54,6 +54,9 @@ class Surface:
     tol_fraction: float = 0.01
     #: contour levels spaced on a log scale (for f ≥ 0 spanning many decades)
     log_levels: bool = True
+    #: the box outside which a run has diverged, as a multiple of the window (about its
+    #: centre); 1 for Rastrigin, whose window is its standard search domain
+    box_scale: float = 4.0
     noise: float = 0.0
     seed: int = 0
 
@@ -87,9 +90,11 @@ class Surface:
 
     @property
     def box(self) -> tuple[float, float, float, float]:
-        """Points outside this box (the window grown 4× about its centre) have diverged."""
+        """Points outside this box (the window grown ``box_scale``× about its centre) have
+        diverged."""
         x0, x1, y0, y1 = self.window
-        cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, 2 * (x1 - x0), 2 * (y1 - y0)
+        half = self.box_scale / 2
+        cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, half * (x1 - x0), half * (y1 - y0)
         return cx - hx, cx + hx, cy - hy, cy + hy
 
     def inside_box(self, xy: Tensor) -> Tensor:
@@ -204,7 +209,7 @@ SURFACES: dict[str, Surface] = {
             ((1.0, 1.0),),
             (-2.0, 2.0, -1.0, 3.0),
             (-1.2, 1.0),
-            steps=300,
+            steps=500,
         ),
         Surface(
             "himmelblau",
@@ -223,10 +228,11 @@ SURFACES: dict[str, Surface] = {
             "20 + x² − 10 cos 2πx + y² − 10 cos 2πy",
             rastrigin,
             ((0.0, 0.0),),
-            (-3.5, 3.5, -3.5, 3.5),
-            (2.3, 2.6),
+            (-5.12, 5.12, -5.12, 5.12),
+            (2.4, 2.35),
             steps=200,
             log_levels=False,
+            box_scale=1.0,
         ),
         Surface(
             "booth",

@@ -18,6 +18,7 @@ against the same setting run alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,14 +116,19 @@ def _positions(surface: Surface, groups: list[_Group]) -> Tensor:
     return torch.cat(parts)
 
 
+#: The score is the worst gap over this last fraction of the steps.
+TAIL = 0.1
+
+
 @dataclass
 class BatchResult:
     #: final positions (K, 2)
     final: Tensor
     #: rows that produced NaN/inf or left the surface's box before reaching the goal
     diverged: Tensor
-    #: the surface's gap per row at the last step (0 for a saddle escaped at any step)
-    gap: Tensor
+    #: per row, the worst gap over the last 10 % of the steps (a saddle, once escaped,
+    #: has gap 0 from then on)
+    score: Tensor
     #: positions at every step (steps + 1, K, 2), when asked for
     history: Tensor | None = None
 
@@ -151,8 +157,10 @@ def run_batch(
     X = _positions(surface, groups)
     diverged = torch.zeros(len(candidates), dtype=torch.bool)
     escaped = torch.zeros_like(diverged)
+    score = torch.zeros(len(candidates), dtype=DTYPE)
+    tail_from = steps - max(1, math.ceil(TAIL * steps))
     history = [X] if keep_history else None
-    for _ in range(steps):
+    for t in range(1, steps + 1):
         X = X.clone().requires_grad_()
         (grad,) = torch.autograd.grad(surface.loss(X, noise.draw()), X)
         # A diverged row keeps NaN/inf out of its state; it is excluded either way.
@@ -162,11 +170,13 @@ def run_batch(
         opt.step()
         X = _positions(surface, groups)
         diverged |= ~surface.inside_box(X) & ~escaped
+        gap = surface.gap(X)
         if surface.escape is not None:
-            escaped |= ~diverged & (surface.gap(X) == 0)
+            escaped |= ~diverged & (gap == 0)
+            gap = torch.where(escaped, torch.zeros_like(gap), gap)
+        if t > tail_from:
+            score = torch.maximum(score, torch.nan_to_num(gap, nan=math.inf))
         if history is not None:
             history.append(X)
-    gap = surface.gap(X)
-    gap = torch.where(escaped, torch.zeros_like(gap), gap)
     hist = torch.stack(history) if history is not None else None
-    return BatchResult(X, diverged, gap, hist)
+    return BatchResult(X, diverged, score, hist)

@@ -10,12 +10,14 @@ The rule, in full:
    optimizer run together, see :func:`~descent.landscapes.trajectories.run_batch`),
    with the surface's noise if it has any (the same noise for every candidate).
 3. A candidate that produced NaN/inf or left the surface's box at any step is out.
-4. The score of the rest is the surface's gap at the last step
+4. The score of the rest is the surface's gap
    (:meth:`~descent.landscapes.surfaces.Surface.gap`: distance to the nearest
    minimum, 0 within ``tol``; for the saddles, how far f is still above the escape
-   level). Lowest score wins; ties go to the smaller learning rate (then to the knob
-   value listed first). So when several settings reach the goal, the gentlest one
-   that gets there within the budget is drawn.
+   level), at its worst over the last 10 % of the steps: where the run has settled,
+   not where a bouncing run happens to pass at the last step.
+5. Lowest score wins; ties go to the smaller learning rate (then to the knob value
+   listed first). So when several settings reach the goal, the gentlest one that gets
+   there within the budget is drawn.
 
 ``tune=False`` (defaults mode) skips all this and uses the catalog's settings with the
 optimizer's default learning rate.
@@ -46,7 +48,7 @@ class Tuned:
     lr: float
     #: the knob's value (and nothing else), e.g. {"momentum": 0.9}; empty without a knob
     hyper: dict[str, Any] = field(default_factory=dict)
-    #: the winning gap (NaN in defaults mode, where nothing was scored)
+    #: the run's score: its worst gap over the last 10 % of the steps
     score: float = math.nan
     tuned: bool = True
     candidates: int = 0
@@ -83,7 +85,7 @@ def defaults(surface: Surface, entry: Entry, steps: int) -> Tuned:
     """Defaults mode: the catalog's settings and the class's default lr, untuned."""
     result = run_batch(surface, entry, [(entry.default_lr, {})], steps, keep_history=True)
     path = result.path(0, surface)
-    return Tuned(entry.key, entry.default_lr, knob_value(entry), float(result.gap[0]), False, 1, 0, path)
+    return Tuned(entry.key, entry.default_lr, knob_value(entry), float(result.score[0]), False, 1, 0, path)
 
 
 def tune(surface: Surface, entry: Entry, steps: int, lrs: tuple[float, ...] = LR_GRID) -> Tuned:
@@ -91,7 +93,7 @@ def tune(surface: Surface, entry: Entry, steps: int, lrs: tuple[float, ...] = LR
     with the winner's path (its row of the batch: the very run that was scored)."""
     cands = candidates(entry, lrs)
     result = run_batch(surface, entry, cands, steps, keep_history=True)
-    gaps = result.gap.tolist()
+    gaps = result.score.tolist()
     alive = [i for i in range(len(cands)) if not result.diverged[i]]
     if not alive:
         raise RuntimeError(
