@@ -10,7 +10,7 @@ writes through a temporary file, so a failed render leaves nothing behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,7 +84,7 @@ def _background(ax, surface: Surface) -> None:
 
 def _title(surface: Surface, tuned: dict[str, Tuned]) -> str:
     mode = "tuned lr" if any(t.tuned for t in tuned.values()) else "default lr"
-    noise = f", gradient noise σ={surface.noise:g}" if surface.noise else ""
+    noise = f", gradient noise σ={surface.noise:g} (seed {surface.seed})" if surface.noise else ""
     return f"{surface.title}: {surface.formula}\n{mode}{noise}"
 
 
@@ -289,14 +289,17 @@ def _atomic(out: str | os.PathLike):
     """A temporary path next to ``out``, moved onto ``out`` only if the block succeeds."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
+    # Same folder (so the move is atomic) and same extension (writers go by it); created
+    # with open() rather than mkstemp so the picture gets the usual permissions.
+    tmp = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.tmp{out.suffix}")
+    with open(tmp, "xb"):
+        pass
     try:
-        yield tmp
+        yield str(tmp)
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 __all__: Sequence[str] = ("animate", "draw_static", "render", "label", "frame_steps", "grid")
