@@ -149,3 +149,11 @@ def test_gallery_command_errors_and_output(tmp_path, capsys):
     argv = ["gallery", "--out", str(tmp_path / "g"), "--surfaces", "booth", "--optimizers", "sgd"]
     assert main([*argv, "--steps", "5", "--format", "png", "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["booth.png", "index.html"]
+
+
+def test_animate_reports_when_every_candidate_diverges(tmp_path, capsys):
+    out = tmp_path / "n.png"
+    argv = ["animate", "beale", "--optimizers", "sgd", "--noise", "1e6", "--steps", "20"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 1
+    assert "diverged" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -122,18 +122,23 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail("animate", exc)
     from ..landscapes import picture, render
+    from ..landscapes.tuning import TuningError
 
     start = time.perf_counter()
-    with render.progress_bar(not args.no_progress) as bar:
-        tuned = picture(
-            opts["surface"],
-            opts["entries"],
-            opts["out"],
-            steps=opts["steps"],
-            tune=not args.defaults,
-            frames=opts["frames"],
-            progress=bar,
-        )
+    try:
+        with render.progress_bar(not args.no_progress) as bar:
+            tuned = picture(
+                opts["surface"],
+                opts["entries"],
+                opts["out"],
+                steps=opts["steps"],
+                tune=not args.defaults,
+                frames=opts["frames"],
+                progress=bar,
+            )
+    except TuningError as exc:
+        print(f"descent animate: {exc}; no picture written", file=sys.stderr)
+        return 1
     from .. import catalog
 
     for key, t in tuned.items():

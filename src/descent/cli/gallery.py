@@ -4,6 +4,7 @@ offline ``index.html``."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -60,17 +61,22 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail("gallery", exc)
     from ..landscapes import render_gallery, write_index
+    from ..landscapes.tuning import TuningError
 
     start = time.perf_counter()
-    results = render_gallery(
-        opts["out"],
-        surfaces=opts["surfaces"],
-        optimizers=opts["optimizers"],
-        steps=opts["steps"],
-        fmt=opts["fmt"],
-        tune=not args.defaults,
-        progress=not args.no_progress,
-    )
+    try:
+        results = render_gallery(
+            opts["out"],
+            surfaces=opts["surfaces"],
+            optimizers=opts["optimizers"],
+            steps=opts["steps"],
+            fmt=opts["fmt"],
+            tune=not args.defaults,
+            progress=not args.no_progress,
+        )
+    except TuningError as exc:
+        print(f"descent gallery: {exc}", file=sys.stderr)
+        return 1
     index = write_index(opts["out"], results, tuned=not args.defaults)
     print(f"wrote {len(results)} pictures and {index} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -40,6 +40,10 @@ from .trajectories import Path, run_batch
 LR_GRID: tuple[float, ...] = tuple(10 ** (k / 4) for k in range(-20, 9))
 
 
+class TuningError(RuntimeError):
+    """No candidate of an optimizer survived (every one diverged)."""
+
+
 @dataclass(frozen=True)
 class Tuned:
     """The setting drawn for one optimizer on one surface, and its path."""
@@ -96,7 +100,7 @@ def tune(surface: Surface, entry: Entry, steps: int, lrs: tuple[float, ...] = LR
     gaps = result.score.tolist()
     alive = [i for i in range(len(cands)) if not result.diverged[i]]
     if not alive:
-        raise RuntimeError(
+        raise TuningError(
             f"every candidate of {entry.key} diverged on {surface.key} (lr from {min(lrs):g} to {max(lrs):g})"
         )
     # Ties to the smaller lr, then to the knob value listed first (the lower index).
