@@ -123,7 +123,9 @@ def _setting(value: Any) -> str:
 
 def _card(item: dict[str, Any], out_dir: Path) -> str:
     surface = SURFACES.get(item["surface"])
-    formula = html.escape(surface.formula) if surface else ""
+    # A quadratic with another κ has its own formula; its title says which κ.
+    same = surface is not None and surface.title == item["title"]
+    formula = html.escape(surface.formula) if same else ""
     src = html.escape(os.path.relpath(Path(item["path"]), out_dir).replace(os.sep, "/"))
     rows = []
     for key, setting in item["tuned"].items():
@@ -146,9 +148,9 @@ table{border-collapse:collapse;font-size:.85em}td{padding:.1em .8em .1em 0}
 
 
 _TUNED = (
-    "Each optimizer's learning rate (and its key hyperparameter) was tuned per surface on a log "
-    "grid: lowest distance to the goal after the step budget, diverged runs excluded, ties to the "
-    "smaller learning rate. See docs/landscapes.md."
+    "Each optimizer's learning rate (and its key hyperparameter) was tuned per surface on one log "
+    "grid: lowest distance to the goal, at its worst over the last 10 % of the steps; diverged runs "
+    "excluded; ties to the smaller learning rate. See docs/landscapes.md."
 )
 _DEFAULTS = "Every optimizer runs with its default learning rate (no tuning)."
 

@@ -272,7 +272,10 @@ class NoProgress:
 
 @contextmanager
 def progress_bar(enabled: bool = True):
-    """A rich progress bar on stderr (tuning, then frames), or :class:`NoProgress`."""
+    """A rich progress bar on stderr (tuning, then frames), or :class:`NoProgress`.
+
+    Callers that already show a rich live display should pass ``enabled=False``
+    (``progress=False`` to ``render_gallery``): two live displays garble the terminal."""
     if not enabled:
         yield NoProgress()
         return
