@@ -37,6 +37,15 @@ def test_batch_rows_match_lone_runs(key):
         assert torch.allclose(result.final[i], lone, rtol=1e-9, atol=1e-12), (lr, hyper)
 
 
+def test_lr_linearity_probe():
+    # Every catalog optimizer is, except AdamW, whose default weight decay is 1e-2.
+    for entry in catalog.ENTRIES:
+        assert trajectories.lr_linear(entry, {}) == (entry.key != "adamw"), entry.key
+    assert trajectories.lr_linear(catalog.get("adamw"), {"weight_decay": 0.0})
+    assert not trajectories.lr_linear(catalog.get("sgd"), {"weight_decay": 1e-4})
+    assert not trajectories.lr_linear(catalog.get("adam"), {"weight_decay": 1e-4})
+
+
 def test_weight_decay_candidates_get_a_group_each_and_still_match():
     entry = catalog.get("adamw")
     surface = SURFACES["beale"]

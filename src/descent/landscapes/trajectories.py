@@ -1,19 +1,21 @@
 """Running descent's optimizers on a surface: one path as a user would, or many at once.
 
 :func:`trajectory` is the plain loop (one point, one optimizer, ``loss.backward()``,
-``opt.step()``) that the pictures draw. :func:`run_batch` runs many candidate settings
-of one optimizer class together for tuning: ONE optimizer instance over a batch of
-points, one backward per step for the whole batch.
+``opt.step()``), as a user writes it. :func:`run_batch` runs many candidate settings of
+one optimizer class together: ONE optimizer instance over a batch of points, one
+backward per step for the whole batch. Tuning scores the batch, and the pictures draw
+the winning row of that batch.
 
 How run_batch puts different learning rates in one param group. Every optimizer in the
 catalog, without weight decay, updates ``w ← w − lr·u_t`` where the direction ``u_t``
 and the state depend only on the gradients seen, never on ``lr``. So a row ``P_k`` stepped
 with ``lr = 1`` while being fed the gradient ``∇f(X_k)`` at the point
-``X_k = X_0 + lr_k·(P_k − X_0)`` moves ``X_k`` exactly as ``lr = lr_k`` would. Candidates
-that differ in anything else (momentum, betas …) are separate param groups; a group
-with weight decay (whose update is not linear in ``lr``) gets one param group per
-learning rate instead. ``tests/landscapes`` checks each catalog optimizer's batch rows
-against the same setting run alone.
+``X_k = X_0 + lr_k·(P_k − X_0)`` moves ``X_k`` exactly as ``lr = lr_k`` would. Whether a
+setting has that property is checked, not assumed (:func:`lr_linear`); one that does
+not (weight decay, for one) gets a param group per learning rate instead. Candidates
+that differ in anything else (momentum, betas …) are separate param groups.
+``tests/landscapes`` checks each catalog optimizer's batch rows against the same
+setting run alone.
 """
 
 from __future__ import annotations
@@ -79,9 +81,21 @@ class _Group:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _lr_linear(entry: Entry, hyper: dict[str, Any]) -> bool:
-    probe = entry.make([torch.zeros(1, dtype=DTYPE, requires_grad=True)], **hyper)
-    return not probe.defaults.get("weight_decay", 0)
+def lr_linear(entry: Entry, hyper: dict[str, Any], steps: int = 4) -> bool:
+    """Whether ``entry`` with ``hyper`` moves a param by exactly twice as much at twice the
+    learning rate, for the same gradients: its update is ``lr·u_t`` with ``u_t`` free of
+    ``lr`` and of the param itself (weight decay, for one, breaks that)."""
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(steps, 4, generator=gen, dtype=DTYPE)
+    moves = []
+    for lr in (1e-2, 2e-2):
+        p = torch.full((4,), 3.0, dtype=DTYPE, requires_grad=True)
+        opt = entry.make([p], lr=lr, **hyper)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        moves.append(p.detach() - 3.0)
+    return torch.allclose(moves[1], 2 * moves[0], rtol=1e-9, atol=0)
 
 
 def _plan(surface: Surface, entry: Entry, candidates: Sequence[tuple[float, dict]]) -> list[_Group]:
@@ -96,7 +110,7 @@ def _plan(surface: Surface, entry: Entry, candidates: Sequence[tuple[float, dict
     for rows in by_hyper.values():
         hyper = candidates[rows[0]][1]
         lrs = [candidates[i][0] for i in rows]
-        if _lr_linear(entry, hyper):
+        if lr_linear(entry, hyper):
             P = _start(surface, len(rows)).requires_grad_()
             scale = torch.tensor(lrs, dtype=DTYPE)[:, None]
             groups.append(_Group(P, rows[0], rows[-1] + 1, scale, {"lr": 1.0, **hyper}))
