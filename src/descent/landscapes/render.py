@@ -1,8 +1,8 @@
 """Pictures: a contour map of a surface with each optimizer's path.
 
 :func:`animate` writes an animated GIF (``matplotlib.animation.FuncAnimation`` saved with
-the Pillow writer): one moving marker and trail per optimizer, in the catalog's
-colour for each, a legend with the setting drawn, and a step counter. :func:`draw_static`
+the Pillow writer): one moving marker and trail per optimizer in its catalog
+colour, a legend with the setting drawn, and a step counter. :func:`draw_static`
 writes a PNG of the whole paths. :func:`render` picks one by the file's extension and
 writes through a temporary file, so a failed render leaves nothing behind.
 """
