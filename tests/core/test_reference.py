@@ -211,6 +211,70 @@ def radam(lr, beta1, beta2, eps):
     return update
 
 
+def rmsprop_eps_inside(lr, beta, eps):
+    # 001 §6: v_t = β·v_{t−1} + (1 − β)·g²;  Δθ = −η/√(v_t + ε)·g
+    def update(w, g, s, t):
+        v = beta * s.get("v", np.zeros_like(w)) + (1 - beta) * g * g
+        s["v"] = v
+        return w - lr / np.sqrt(v + eps) * g
+
+    return update
+
+
+def adam_no_bias_correction(lr, beta1, beta2, eps):
+    # 002, cs231n's first Adam snippet
+    def update(x, dx, s, t):
+        m = beta1 * s.get("m", np.zeros_like(x)) + (1 - beta1) * dx
+        v = beta2 * s.get("v", np.zeros_like(x)) + (1 - beta2) * (dx**2)
+        s["m"], s["v"] = m, v
+        return x - lr * m / (np.sqrt(v) + eps)
+
+    return update
+
+
+def adam_eps_inside(lr, beta1, beta2, eps):
+    # 001 §1: θ ← θ − η·m̂/√(v̂ + ε)
+    def update(x, g, s, t):
+        m = beta1 * s.get("m", np.zeros_like(x)) + (1 - beta1) * g
+        v = beta2 * s.get("v", np.zeros_like(x)) + (1 - beta2) * g * g
+        s["m"], s["v"] = m, v
+        return x - lr * (m / (1 - beta1**t)) / np.sqrt(v / (1 - beta2**t) + eps)
+
+    return update
+
+
+def adamw(lr, beta1, beta2, eps, wd):
+    # Loshchilov & Hutter 2019 (η-scaled decay, as torch.optim.AdamW)
+    def update(x, g, s, t):
+        m = beta1 * s.get("m", np.zeros_like(x)) + (1 - beta1) * g
+        v = beta2 * s.get("v", np.zeros_like(x)) + (1 - beta2) * g * g
+        s["m"], s["v"] = m, v
+        return x * (1 - lr * wd) - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+
+    return update
+
+
+def ema_bias_corrected(lr, beta):
+    def update(w, g, s, t):
+        m = beta * s.get("m", np.zeros_like(w)) + (1 - beta) * g
+        s["m"] = m
+        return w - lr * m / (1 - beta**t)
+
+    return update
+
+
+def _adam0(ps):
+    from descent import rules
+
+    Adam0 = descent.compose(
+        "Adam0",
+        rules.EMA(bias_correction=False),
+        rules.EMAOfSquares(bias_correction=False),
+        defaults={"betas": (0.9, 0.999), "eps": 1e-8},
+    )
+    return Adam0(ps, lr=0.01)
+
+
 CASES = [
     ("GD", lambda ps: descent.SGD(ps, lr=0.1), vanilla(0.1)),
     ("heavy ball", lambda ps: descent.SGD(ps, lr=0.05, momentum=0.9), cs231n_momentum(0.05, 0.9)),
@@ -246,6 +310,23 @@ CASES = [
     ("Adamax", lambda ps: descent.Adamax(ps, lr=0.01), adamax(0.01, 0.9, 0.999, 1e-8)),
     ("RAdam", lambda ps: descent.RAdam(ps, lr=0.01), radam(0.01, 0.9, 0.999, 1e-8)),
     ("Lion", lambda ps: descent.Lion(ps, lr=0.01, weight_decay=0.5), lion(0.01, 0.9, 0.99, 0.5)),
+    (
+        "RMSProp, eps inside (001 §6)",
+        lambda ps: descent.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-4, eps_inside=True),
+        rmsprop_eps_inside(0.01, 0.9, 1e-4),
+    ),
+    ("Adam, no bias correction (compose)", _adam0, adam_no_bias_correction(0.01, 0.9, 0.999, 1e-8)),
+    (
+        "Adam, eps inside",
+        lambda ps: descent.Adam(ps, lr=0.01, eps=1e-4, eps_inside=True),
+        adam_eps_inside(0.01, 0.9, 0.999, 1e-4),
+    ),
+    ("AdamW", lambda ps: descent.AdamW(ps, lr=0.01, weight_decay=0.3), adamw(0.01, 0.9, 0.999, 1e-8, 0.3)),
+    (
+        "EMA momentum, bias-corrected",
+        lambda ps: descent.EMAMomentum(ps, lr=0.05, beta=0.9, bias_correction=True),
+        ema_bias_corrected(0.05, 0.9),
+    ),
 ]
 
 

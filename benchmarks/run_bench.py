@@ -1,0 +1,24 @@
+"""Run ``descent bench`` and keep the result: JSON under benchmarks/results/, named by
+device and date, for docs/benchmarks.md to cite.
+
+    python benchmarks/run_bench.py                 # every optimizer, default layouts
+    python benchmarks/run_bench.py --optimizers adam,rmsprop --repeat 20
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from descent.cli.main import main
+
+if __name__ == "__main__":
+    device = "cuda" if torch.cuda.is_available() and "--device" not in sys.argv else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    out = Path(__file__).parent / "results" / f"{slug}-{datetime.date.today().isoformat()}.json"
+    sys.exit(main(["bench", "--out", str(out), *sys.argv[1:]]))

@@ -1,0 +1,60 @@
+"""``descent bench``: step time of every optimizer against torch.optim, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import bench
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench",
+        help="time every optimizer's step against torch.optim (for-loop, foreach, fused)",
+        description=bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--optimizers", default=",".join(bench.OPTIMIZERS), help="comma-separated keys")
+    p.add_argument("--impls", default=",".join(bench.IMPLS), help="comma-separated implementations")
+    p.add_argument("--few", default=None, help="'few big tensors' layout as COUNTxSIZE")
+    p.add_argument("--many", default=None, help="'many small tensors' layout as COUNTxSIZE")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--repeat", type=int, default=10, help="timed steps per case (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-first-step", action="store_true", help="skip the fresh-process first-step timing")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON report to this file")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        layouts = bench.default_layouts(device)
+        if args.few:
+            layouts[0] = bench.Layout.parse("few-big", args.few)
+        if args.many:
+            layouts[1] = bench.Layout.parse("many-small", args.many)
+        if args.repeat < 1 or args.warmup < 0:
+            raise ValueError(f"Invalid --repeat {args.repeat} / --warmup {args.warmup}")
+        report = bench.run(
+            [k.strip() for k in args.optimizers.split(",") if k.strip()],
+            layouts,
+            impls=[k.strip() for k in args.impls.split(",") if k.strip()],
+            device=device,
+            warmup=args.warmup,
+            repeat=args.repeat,
+            first_step=not args.no_first_step,
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"descent bench: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report.to_json())
+    print(report.to_json() if args.json else bench.format_table(report))
+    return 0
