@@ -14,7 +14,7 @@ import descent
 from descent.engine import kernels
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
-from optim_cases import DEFAULTS, SHAPES, case_id, rel_err  # noqa: E402
+from optim_cases import DEFAULTS, SHAPES, case_id, feed, make_pair, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.compiled
 
@@ -54,6 +54,28 @@ def test_compiled_engine_tracks_the_for_loop_reference(case):
     for (ka, sa), (_, sb) in zip(opt.state_dict()["state"].items(), ref.state_dict()["state"].items()):
         for key in sb:
             assert rel_err(sa[key], sb[key]) <= 2e-3, (ka, key)
+
+
+IN_TORCH = [c for c in DEFAULTS if hasattr(torch.optim, c[0])]
+
+
+@pytest.mark.parametrize("case", IN_TORCH, ids=[case_id(c) for c in IN_TORCH])
+def test_compiled_engine_matches_torch_in_float64(case):
+    """The parity suite's check on the compiled path: params and state within 1e-10."""
+    name, kw = case
+    ours, theirs, opt, ref = make_pair(name, kw, compile=True)
+    gen = torch.Generator().manual_seed(1)
+    calls = kernels.stats["compiled_calls"]
+    for step in range(200):
+        feed(ours, theirs, step, gen)
+        opt.step()
+        ref.step()
+    assert kernels.stats["compiled_calls"] > calls
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) <= 1e-10
+    for (_, sa), (_, sb) in zip(opt.state_dict()["state"].items(), ref.state_dict()["state"].items()):
+        for key in sb:
+            assert rel_err(sa[key], sb[key]) <= 1e-10, key
 
 
 def test_no_recompiles_after_warm_up():
