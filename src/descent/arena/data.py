@@ -176,7 +176,7 @@ def _sentence(rng: random.Random) -> str:
     return body + "."
 
 
-def generated_text(chars: int = 6000, seed: int = DATA_SEED) -> str:
+def generated_text(chars: int = 5000, seed: int = DATA_SEED) -> str:
     """English-like text from a small seeded grammar (so nothing needs to ship or
     download): determiners, adjectives, nouns, verbs and adverbs in simple sentences."""
     rng = random.Random(seed)

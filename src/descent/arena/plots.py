@@ -73,7 +73,7 @@ def curves(
         bbox_to_anchor=(0.5, -0.05),
     )
     fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.32, hspace=0.32)
+    fig.subplots_adjust(wspace=0.32, hspace=0.32, top=0.9)
     return _save(fig, path)
 
 
@@ -119,7 +119,7 @@ def sensitivity(path: str, title: str, panels: list[dict[str, Any]]) -> str:
         bbox_to_anchor=(0.5, -0.12),
     )
     fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.32, hspace=0.32)
+    fig.subplots_adjust(wspace=0.32, top=0.8)
     return _save(fig, path)
 
 
@@ -134,7 +134,7 @@ def ranks(path: str, problems: list[str], rows: list[dict[str, Any]]) -> str:
         im = ax.imshow(grid, cmap="viridis_r", vmin=1, vmax=max(len(rows), 2), aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             ax.text(
-                j, i, f"{v:g}", ha="center", va="center", fontsize=7, color="w" if v < len(rows) / 2 else "k"
+                j, i, f"{v:g}", ha="center", va="center", fontsize=7, color="k" if v <= len(rows) / 2 else "w"
             )
         ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
         ax.set_xticks(range(len(problems)), problems, rotation=60, ha="right", fontsize=7)
@@ -156,5 +156,5 @@ def profiles(path: str, taus: list[float], lines: dict[str, list[dict[str, Any]]
         ax.set_title(f"performance profile, {budget}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", frameon=False, bbox_to_anchor=(1.0, 0.5))
-    fig.subplots_adjust(wspace=0.32, hspace=0.32)
+    fig.subplots_adjust(wspace=0.32)
     return _save(fig, path)

@@ -14,6 +14,7 @@ optimizer (see :func:`trials`).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,13 +43,20 @@ def lr_range(entry: catalog.Entry) -> tuple[float, float]:
 
 
 def default_hyper(entry: catalog.Entry) -> dict[str, Any]:
-    """The value of the entry's knob when not tuned (its fixed setting or class default)."""
+    """The value of the entry's knob when not tuned: its fixed setting, else the class
+    default (read from the signature: building an optimizer here would import
+    torch._dynamo, seconds of start-up, in the main process)."""
     if entry.knob is None:
         return {}
-    import torch
+    key = entry.knob[0]
+    if key in entry.fixed:
+        return {key: entry.fixed[key]}
+    param = inspect.signature(entry.cls.__init__).parameters.get(key)
+    if param is None or param.default is inspect.Parameter.empty:
+        import torch
 
-    opt = entry.make([torch.zeros(1, requires_grad=True)])
-    return {entry.knob[0]: opt.param_groups[0][entry.knob[0]]}
+        return {key: entry.make([torch.zeros(1, requires_grad=True)]).param_groups[0][key]}
+    return {key: param.default}
 
 
 def trials(entry: catalog.Entry, budget: int) -> tuple[list[float], list[Any]]:

@@ -12,10 +12,10 @@ from .data import REGIME_LABELS
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#fafafa}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 60px;background:#fff}
+main{max-width:1280px;margin:0 auto;padding:24px 28px 60px;background:#fff}
 h1{margin:.2em 0}h2{border-bottom:2px solid #eee;padding-bottom:4px;margin-top:2em}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:12.5px}
-th,td{padding:3px 8px;border-bottom:1px solid #e6e6e6;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:12px}.scroll{overflow-x:auto}
+th,td{padding:3px 6px;border-bottom:1px solid #e6e6e6;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:middle}
 .rec{background:#eef6ee;border-left:5px solid #3a7d44;padding:10px 16px;margin:12px 0}
@@ -51,7 +51,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _pm(s: dict[str, Any] | None) -> str:
-    return "—" if not s else f"{fmt(s['mean'])} ± {fmt(s['std'], 2)}"
+    return "—" if not s else f"{fmt(s['mean'])} ± {fmt(s['std'], 1)}"
 
 
 def _sw(color: str) -> str:
@@ -170,26 +170,39 @@ def _leaderboard(studies: list[dict[str, Any]], task: dict[str, Any], opts: dict
     metric = escape(task["metric_name"])
     head = (
         "<tr><th class='l'>#</th><th class='l'>optimizer</th><th class='l'>tuned setting</th>"
-        f"<th>val loss</th><th>val {metric}</th><th>train loss</th><th>target reached</th>"
-        f"<th>steps · s to target</th><th>defaults: val loss</th><th>defaults: val {metric}</th>"
-        "<th>good-lr window</th></tr>"
+        f"<th>val loss</th><th>val {metric}</th><th>train loss</th>"
+        "<th title='seeds that reached the target · median steps · median training seconds'>"
+        "to target</th>"
+        f"<th>defaults: val loss</th><th>defaults: val {metric}</th><th>good lrs</th></tr>"
     )
     rows = []
     for i, s in enumerate(sorted(studies, key=order), 1):
         t, d, o = s["tuned"], s["defaults"], opts[s["optimizer"]]
         setting = f"lr {fmt(s['best']['lr'])}" + "".join(
-            f", {escape(str(k))} {escape(str(v))}" for k, v in s["best"]["hyper"].items()
+            f", {escape(_short(k))} {escape(_value(v))}" for k, v in s["best"]["hyper"].items()
         )
         div = f" ({t['diverged']} diverged)" if t["diverged"] else ""
+        reach = f"{t['reached']}/{t['n']}"
+        if t["reached"]:
+            reach += f" · {fmt(t['steps_to_target'])} · {fmt(t['time_to_target'], 2)} s"
         rows.append(
             f"<tr><td class='l'>{i}</td><td class='l'>{_sw(o['color'])}{escape(o['label'])}</td>"
             f"<td class='l'>{setting}</td><td>{_pm(t['val_loss'])}{div}</td><td>{_pm(t['val_metric'])}</td>"
-            f"<td>{_pm(t['train_loss'])}</td><td>{t['reached']}/{t['n']}</td>"
-            f"<td>{fmt(t['steps_to_target'])} · {fmt(t['time_to_target'], 2)}</td>"
+            f"<td>{_pm(t['train_loss'])}</td><td>{reach}</td>"
             f"<td>{_pm(d['val_loss'])}</td><td>{_pm(d['val_metric'])}</td>"
             f"<td>{fmt(s['lr_window_decades'], 2)} dec</td></tr>"
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
+
+
+def _short(key: str) -> str:
+    return {"weight_decay": "wd", "momentum": "μ", "betas": "β"}.get(key, key)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "(" + ", ".join(fmt(x) for x in v) + ")"
+    return fmt(v) if isinstance(v, float) else str(v)
 
 
 def _landscapes(results: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ class Mode:
     step_scale: float
 
 
-QUICK = Mode(("digits_mlp", "cancer_logreg", "sparse_logreg"), ("full", "minibatch"), 5, 3, 0.5)
+QUICK = Mode(("digits_mlp", "cancer_logreg", "sparse_logreg"), ("full", "minibatch"), 4, 2, 0.5)
 DEFAULT = Mode(builtin_names(), REGIMES, 7, 3, 1.0)
 #: What a session writes in ``out`` (and replaces there).
 OUTPUTS = ("index.html", "results.json", "figures", "landscapes")
@@ -124,6 +124,9 @@ def _tasks(tasks: Sequence[str | Task] | str | None, mode: Mode) -> list[tuple[T
         tasks = [t for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else [tasks]
     if not tasks:
         raise TaskError("no task selected")
+    for spec in tasks:  # names first: a typo fails before any task loads its data
+        if isinstance(spec, str) and ":" not in spec and spec.strip() not in builtin_names():
+            resolve(spec)
     out, names = [], set()
     for spec in tasks:
         task = resolve(spec)

@@ -22,9 +22,9 @@ from .tasks import Task, resolve
 
 #: Evaluations per run (plus the initial one): the resolution of curves and of
 #: steps-to-target.
-EVALS = 20
+EVALS = 16
 #: Training loss is measured on a fixed subset of this many training examples.
-TRAIN_EVAL_MAX = 1000
+TRAIN_EVAL_MAX = 512
 #: A run whose loss exceeds this multiple of its initial validation loss has diverged.
 DIVERGED_FACTOR = 1e3
 

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("descent arena: interrupted; no report written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a failed run: say why, write nothing
+        print(f"descent arena: failed, no report written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     from descent.arena.summary import print_summary
 
     print_summary(results, args.out, time.perf_counter() - start)
