@@ -32,7 +32,7 @@ def report(tmp_path_factory):
         seeds=SEEDS,
         workers=2,
         landscapes=False,
-        progress=lambda done, total, run: calls.append((done, total)),
+        progress=lambda done, total, item: calls.append((done, total, item)),
     )
     return out, results, calls
 
@@ -111,7 +111,12 @@ def test_results_follow_the_protocol(report):
     assert problems == {(n, r) for n in ("blobs", "cancer_logreg") for r in ("full", "minibatch")}
     assert len(data["studies"]) == len(problems) * len(OPTIMIZERS)
     assert len(data["runs"]) == len(data["studies"]) * (2 * SEEDS + BUDGET) == data["timing"]["runs"]
-    assert calls[-1] == (len(data["runs"]), len(data["runs"])) and len(calls) == len(data["runs"]) + 1
+    n = len(data["runs"])
+    assert calls[0] == (0, n, None)
+    runs = [c for c in calls if isinstance(c[2], dict)]
+    assert [c[0] for c in runs] == list(range(1, n + 1)) and all(c[1] == n for c in calls)
+    assert sorted(c[2]["id"] for c in runs) == sorted(r["id"] for r in data["runs"])
+    assert [c[2] for c in calls if isinstance(c[2], str)] == ["drawing figures"]  # landscapes off
     for study in data["studies"]:
         runs = [
             r

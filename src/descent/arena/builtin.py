@@ -133,7 +133,8 @@ def sparse_logreg() -> Task:
         name="sparse_logreg",
         title="Sparse rare-feature classification",
         description="generated: 400 rare binary features (2% on) carry the signal, 10 dense "
-        "Gaussian ones do not; logistic regression",
+        "Gaussian ones do not; logistic regression. No SGD (batch of 1) regime: it would need "
+        "thousands of steps before each rare feature is seen a few times.",
         model=sparse_model,
         data=sparse,
         loss=bce,
@@ -189,7 +190,8 @@ def chars_mlp() -> Task:
         name="chars_mlp",
         title="Character model",
         description="next character from the previous 8, on generated English-like text; "
-        "embedding 12 + 64 tanh MLP (Bengio-style)",
+        "embedding 12 + 64 tanh MLP (Bengio-style). No SGD (batch of 1) regime: a few hundred "
+        "characters are too little text to learn from.",
         model=chars_model,
         data=chars,
         loss=F.cross_entropy,

@@ -40,7 +40,7 @@ class Mode:
     step_scale: float
 
 
-QUICK = Mode(("digits_mlp", "cancer_logreg", "sparse_logreg"), ("full", "minibatch"), 4, 2, 0.5)
+QUICK = Mode(("digits_mlp", "cancer_logreg", "sparse_logreg"), ("full", "minibatch"), 4, 2, 0.4)
 DEFAULT = Mode(builtin_names(), REGIMES, 7, 3, 1.0)
 #: What a session writes in ``out`` (and replaces there).
 OUTPUTS = ("index.html", "results.json", "figures", "landscapes")
@@ -56,7 +56,7 @@ def run(
     seeds: int | None = None,
     workers: int = 2,
     landscapes: bool = True,
-    progress: Callable[[int, int, dict[str, Any] | None], None] | None = None,
+    progress: Callable[[int, int, dict[str, Any] | str | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run the arena and write ``index.html``, ``results.json`` and ``figures/`` in ``out``.
 
@@ -64,7 +64,9 @@ def run(
     objects (default: all built-in tasks; ``quick``: three). ``optimizers``: catalog
     keys (default: the notes' set plus AdamW). ``budget``: tuning trials per optimizer
     per problem; ``seeds``: seeds for the defaults and the tuned setting. ``progress``
-    is called as ``progress(done, total, run)``. Returns the results (as written to
+    is called as ``progress(done, total, item)``: ``item`` is a finished run's record,
+    ``None`` at the start, or the stage after training (a string). Returns the results
+    (as written to
     ``results.json``). Raises ``ValueError`` (``TaskError``) on bad input before any
     training starts.
     """
@@ -221,26 +223,30 @@ def _session(studies, infos, entries, settings, staging, workers, landscapes, qu
     total = sum(s.total for s in studies)
     done = [0]
 
+    def say(item: dict[str, Any] | str | None) -> None:
+        if progress is not None:
+            progress(done[0], total, item)
+
     def tick(run: dict[str, Any]) -> None:
         done[0] += 1
-        if progress is not None:
-            progress(done[0], total, run)
+        say(run)
 
-    if progress is not None:
-        progress(0, total, None)
+    say(None)
     pool = runner.executor(workers)
     try:
         runner.execute(studies, pool, workers, tick)
         trained = time.perf_counter()
+        say("drawing figures")
         records = _records(studies)
         rec = recommend(records, infos, settings["seeds"])
         figs = _figures(pool, studies, records, rec, infos, entries, settings["seeds"], staging)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     drawn = time.perf_counter()
-    items, note = (
-        gallery.render(staging, [e.key for e in entries], quick) if landscapes else (None, "not requested")
-    )
+    items, note = None, "not requested"
+    if landscapes:
+        say("rendering landscapes")
+        items, note = gallery.render(staging, [e.key for e in entries], quick)
     res = _results(settings, infos, entries, studies, records, rec, items, note)
     res["timing"] = {
         "runs": total,

@@ -42,9 +42,6 @@ class RunSpec:
     #: training steps (None: the task's budget for the regime)
     steps: int | None = None
 
-    def key(self) -> tuple:
-        return (self.task if isinstance(self.task, str) else self.task.name, self.regime, self.optimizer)
-
 
 _TASKS: dict[str, Task] = {}
 _EVAL_SETS: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -134,7 +131,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
         if state["steps_to_target"] is None and task.reached(ev["val_metric"]):
             state["steps_to_target"], state["time_to_target"] = at, state["train_time"]
     final = None if state["diverged"] else ev
-    return _result(spec, opt, steps, batch, len(train_ds), final, curve, state)  # type: ignore[arg-type]
+    return _result(task, spec, opt, steps, batch, len(train_ds), final, curve, state)  # type: ignore[arg-type]
 
 
 def _advance(task: Task, model, opt, batches, done: int, until: int, state: dict) -> int:
@@ -167,7 +164,7 @@ def _num(x: float) -> float | None:
     return float(f"{x:.6g}") if math.isfinite(x) else None
 
 
-def _result(spec, opt, steps, batch, n_train, final, curve, state) -> dict[str, Any]:
+def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> dict[str, Any]:
     group = opt.param_groups[0]
     hyper = {k: group[k] for k in spec.hyper}
     knob = catalog.get(spec.optimizer).knob
@@ -175,7 +172,7 @@ def _result(spec, opt, steps, batch, n_train, final, curve, state) -> dict[str, 
         hyper.setdefault(knob[0], group.get(knob[0]))
     return {
         "id": spec.id,
-        "task": spec.key()[0],
+        "task": task.name,
         "regime": spec.regime,
         "optimizer": spec.optimizer,
         "phase": spec.phase,

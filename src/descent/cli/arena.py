@@ -115,12 +115,15 @@ class _Progress:
             self.bar.__enter__()
         return self
 
-    def update(self, done: int, total: int, result: dict[str, Any] | None) -> None:
+    def update(self, done: int, total: int, item: dict[str, Any] | str | None) -> None:
         if self.bar is None:
             return
         if self.task is None:
             self.task = self.bar.add_task("", total=total)
-        what = "" if result is None else f"{result['task']} · {result['regime']} · {result['optimizer']}"
+        if isinstance(item, dict):
+            what = f"{item['task']} · {item['regime']} · {item['optimizer']}"
+        else:
+            what = item or ""
         self.bar.update(self.task, completed=done, total=total, description=what)
 
     def __exit__(self, *exc: Any) -> None:
