@@ -113,16 +113,19 @@ def _speed(records, label) -> str | None:
         return None
     counts = {k: int(sum(v)) for k, v in reached.items()}
     n = max(len(v) for v in reached.values())
-    most = max(counts, key=lambda k: (counts[k], k))
+    top = max(counts.values())
+    most = [k for k in counts if counts[k] == top]
     fast = _by_optimizer(records, fraction)
     tail = ""
     if fast:
         med = {k: statistics.median(v) for k, v in fast.items()}
         quick = min(med, key=lambda k: (med[k], k))
         tail = f"; the fastest to it is {label(quick)} (median {100 * med[quick]:.0f}% of the step budget)"
+    who = _join([label(k) for k in most])
+    verb = "reaches" if len(most) == 1 else "reach"
     return (
-        f"Speed: tuned, {label(most)} reaches the task's target on every seed on {counts[most]} of "
-        f"{n} problems, more than any other{tail}."
+        f"Speed: tuned, {who} {verb} the task's target on every seed on {top} of {n} problems "
+        f"(the most){tail}."
     )
 
 
@@ -179,6 +182,10 @@ def _generalization(records) -> str | None:
         f"(validation − training loss, tuned) is {s:.3f} for the SGD family and {a:.3f} for the "
         f"adaptive methods — {verdict} for the SGD family here."
     )
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _ordinal(n: int) -> str:

@@ -66,11 +66,33 @@ def run(
     per problem; ``seeds``: seeds for the defaults and the tuned setting. ``progress``
     is called as ``progress(done, total, item)``: ``item`` is a finished run's record,
     ``None`` at the start, or the stage after training (a string). Returns the results
-    (as written to
-    ``results.json``). Raises ``ValueError`` (``TaskError``) on bad input before any
-    training starts.
+    as written to ``results.json``. Raises ``ValueError`` (``TaskError``) on bad input
+    before any training starts.
     """
     started = time.perf_counter()
+    plan = _prepare(tasks, optimizers, out, quick, budget, seeds, workers)
+    staging = plan.out.parent / f".{plan.out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        res = _session(plan, staging, landscapes, progress, started)
+        _publish(staging, plan.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return res
+
+
+@dataclass
+class _Plan:
+    out: Path
+    entries: list[catalog.Entry]
+    infos: list[dict[str, Any]]
+    studies: list[protocol.Study]
+    settings: dict[str, Any]
+
+
+def _prepare(tasks, optimizers, out, quick, budget, seeds, workers) -> _Plan:
+    """Check every input and lay out the studies; raises before anything is written."""
     mode = QUICK if quick else DEFAULT
     budget = mode.budget if budget is None else budget
     seeds = mode.seeds if seeds is None else seeds
@@ -86,7 +108,6 @@ def run(
         (ref, i["name"], tuple(i["regimes"]), {r: v["steps"] for r, v in i["regimes"].items()})
         for ref, i in zip(refs, infos)
     ]
-    studies = protocol.plan(specs, entries, budget, seeds)
     settings = {
         "quick": quick,
         "tasks": [i["name"] for i in infos],
@@ -97,17 +118,7 @@ def run(
         "step_scale": mode.step_scale,
         "rules": _rules(budget, seeds),
     }
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        res = _session(
-            studies, infos, entries, settings, staging, workers, landscapes, quick, progress, started
-        )
-        _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return res
+    return _Plan(out, entries, infos, protocol.plan(specs, entries, budget, seeds), settings)
 
 
 def _check_numbers(budget: int, seeds: int, workers: int) -> None:
@@ -219,8 +230,8 @@ def _rules(budget: int, seeds: int) -> dict[str, str]:
     }
 
 
-def _session(studies, infos, entries, settings, staging, workers, landscapes, quick, progress, started):
-    total = sum(s.total for s in studies)
+def _session(plan: _Plan, staging: Path, landscapes: bool, progress, started: float) -> dict[str, Any]:
+    total = sum(s.total for s in plan.studies)
     done = [0]
 
     def say(item: dict[str, Any] | str | None) -> None:
@@ -232,22 +243,23 @@ def _session(studies, infos, entries, settings, staging, workers, landscapes, qu
         say(run)
 
     say(None)
+    workers = plan.settings["workers"]
     pool = runner.executor(workers)
     try:
-        runner.execute(studies, pool, workers, tick)
+        runner.execute(plan.studies, pool, workers, tick)
         trained = time.perf_counter()
         say("drawing figures")
-        records = _records(studies)
-        rec = recommend(records, infos, settings["seeds"])
-        figs = _figures(pool, studies, records, rec, infos, entries, settings["seeds"], staging)
+        records = _records(plan.studies)
+        rec = recommend(records, plan.infos, plan.settings["seeds"])
+        figs = _figures(pool, plan, records, rec, staging)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     drawn = time.perf_counter()
     items, note = None, "not requested"
     if landscapes:
         say("rendering landscapes")
-        items, note = gallery.render(staging, [e.key for e in entries], quick)
-    res = _results(settings, infos, entries, studies, records, rec, items, note)
+        items, note = gallery.render(staging, [e.key for e in plan.entries], plan.settings["quick"])
+    res = _results(plan, records, rec, items, note)
     res["timing"] = {
         "runs": total,
         "training_s": round(trained - started, 2),
@@ -255,9 +267,10 @@ def _session(studies, infos, entries, settings, staging, workers, landscapes, qu
         "landscapes_s": round(time.perf_counter() - drawn, 2),
         "total_s": round(time.perf_counter() - started, 2),
     }
+    res = results.clean(res)
     results.write(staging / "results.json", res)
-    report.render(results.clean(res), figs, staging)
-    return results.clean(res)
+    report.render(res, figs, staging)
+    return res
 
 
 def _records(studies: list[protocol.Study]) -> list[dict[str, Any]]:
@@ -268,14 +281,14 @@ def _records(studies: list[protocol.Study]) -> list[dict[str, Any]]:
     return [metrics.study_record(s, *scale[(s.task_name, s.regime)]) for s in studies]
 
 
-def _figures(pool, studies, records, rec, infos, entries, seeds, staging) -> dict[tuple[str, str], str]:
-    jobs = figures.task_jobs(studies, {i["name"]: i for i in infos}, seeds)
-    jobs += figures.summary_jobs(records, rec, [e.key for e in entries])
+def _figures(pool, plan: _Plan, records, rec, staging: Path) -> dict[tuple[str, str], str]:
+    jobs = figures.task_jobs(plan.studies, {i["name"]: i for i in plan.infos}, plan.settings["seeds"])
+    jobs += figures.summary_jobs(records, rec, [e.key for e in plan.entries])
     paths = runner.map_jobs(pool, figures.draw, [(fn, str(staging), args) for _, _, fn, args in jobs])
     return {(kind, name): path for (kind, name, _, _), path in zip(jobs, paths)}
 
 
-def _results(settings, infos, entries, studies, records, rec, items, note) -> dict[str, Any]:
+def _results(plan: _Plan, records, rec, items, note) -> dict[str, Any]:
     return {
         "schema": results.SCHEMA_ID,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -286,10 +299,10 @@ def _results(settings, infos, entries, studies, records, rec, items, note) -> di
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
-        "settings": settings,
-        "tasks": infos,
-        "optimizers": [_optimizer(e) for e in entries],
-        "runs": [r for s in studies for r in s.ordered()],
+        "settings": plan.settings,
+        "tasks": plan.infos,
+        "optimizers": [_optimizer(e) for e in plan.entries],
+        "runs": [r for s in plan.studies for r in s.ordered()],
         "studies": records,
         "recommendation": rec,
         "landscapes": items,
