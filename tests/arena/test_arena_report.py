@@ -206,7 +206,7 @@ def test_landscapes_are_embedded(tmp_path, monkeypatch):
     def render_gallery(
         out_dir, *, surfaces=None, optimizers=None, steps=None, fmt="gif", tune=True, progress=True
     ):
-        calls.append({"surfaces": surfaces, "optimizers": optimizers, "fmt": fmt})
+        calls.append({"surfaces": surfaces, "optimizers": optimizers, "fmt": fmt, "tune": tune})
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         items = []
@@ -237,7 +237,10 @@ def test_landscapes_are_embedded(tmp_path, monkeypatch):
         )
         ext = "png" if quick else "gif"
         want = ["beale", "rosenbrock"] if quick else ["beale", "rosenbrock", "saddle"]
-        assert calls[-1] == {"surfaces": want if quick else None, "optimizers": ["sgd", "adam"], "fmt": ext}
+        mine = calls[-len(want) :]  # one surface per job, so the workers share them
+        assert [c["surfaces"] for c in mine] == [[k] for k in want]
+        assert all(c["optimizers"] == ["sgd", "adam"] and c["fmt"] == ext for c in mine)
+        assert all(c["tune"] is (not quick) for c in mine)
         assert [i["surface"] for i in results["landscapes"]] == want
         html = (out / "index.html").read_text()
         for key in want:
@@ -261,3 +264,23 @@ def test_a_failing_gallery_does_not_fail_the_arena(tmp_path, monkeypatch):
     )
     assert results["landscapes"] is None and "no surfaces today" in results["landscapes_note"]
     assert "no surfaces today" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_results_do_not_depend_on_the_workers(report, tmp_path):
+    _, on_workers, _ = report
+    inline = arena.run(
+        tasks=["arena_tiny_task:make", "cancer_logreg"],
+        optimizers=",".join(OPTIMIZERS),
+        out=tmp_path / "inline",
+        quick=True,
+        budget=BUDGET,
+        seeds=SEEDS,
+        workers=0,
+        landscapes=False,
+    )
+
+    def measured(run: dict) -> dict:  # everything but the wall-clock times
+        return {k: v for k, v in run.items() if k not in ("train_time", "time_to_target")}
+
+    assert [measured(r) for r in inline["runs"]] == [measured(r) for r in on_workers["runs"]]
+    assert inline["recommendation"]["text"] == on_workers["recommendation"]["text"]

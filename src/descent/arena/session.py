@@ -251,14 +251,14 @@ def _session(plan: _Plan, staging: Path, landscapes: bool, progress, started: fl
         say("drawing figures")
         records = _records(plan.studies)
         rec = recommend(records, plan.infos, plan.settings["seeds"])
+        gallery_done = _gallery(pool, plan, staging, landscapes)  # longest jobs first
         figs = _figures(pool, plan, records, rec, staging)
+        drawn = time.perf_counter()
+        if landscapes:
+            say("rendering landscapes")
+        items, note = gallery_done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    drawn = time.perf_counter()
-    items, note = None, "not requested"
-    if landscapes:
-        say("rendering landscapes")
-        items, note = gallery.render(staging, [e.key for e in plan.entries], plan.settings["quick"])
     res = _results(plan, records, rec, items, note)
     res["timing"] = {
         "runs": total,
@@ -279,6 +279,12 @@ def _records(studies: list[protocol.Study]) -> list[dict[str, Any]]:
         by_problem.setdefault((s.task_name, s.regime), []).append(s)
     scale = {p: metrics.problem_scale(group) for p, group in by_problem.items()}
     return [metrics.study_record(s, *scale[(s.task_name, s.regime)]) for s in studies]
+
+
+def _gallery(pool, plan: _Plan, staging: Path, landscapes: bool):
+    if not landscapes:
+        return lambda: (None, "not requested")
+    return gallery.submit(pool, staging, [e.key for e in plan.entries], plan.settings["quick"])
 
 
 def _figures(pool, plan: _Plan, records, rec, staging: Path) -> dict[tuple[str, str], str]:
