@@ -21,7 +21,7 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}
 .rec{background:#eef6ee;border-left:5px solid #3a7d44;padding:10px 16px;margin:12px 0}
 .rec p.head{font-size:16px;font-weight:600;margin:.3em 0}.muted{color:#777}
 .best{font-weight:700}figure{margin:10px 0}figure img{max-width:100%;height:auto}
-.gallery{display:flex;flex-wrap:wrap;gap:16px}.gallery figure{width:600px}
+.gallery{display:flex;flex-wrap:wrap;gap:16px}.gallery figure{width:580px}
 figcaption{font-size:12px}
 .warn{background:#fff3cd;padding:8px 12px;border-left:4px solid #d39e00}
 nav a{margin-right:12px}code{background:#f3f3f3;padding:0 3px}
@@ -76,7 +76,7 @@ def render(results: dict[str, Any], figures: dict[tuple[str, str], str], out: Pa
     ]
     for task in results["tasks"]:
         parts.append(_task(task, results, opts, figures))
-    parts.append(_landscapes(results, opts))
+    parts.append(_landscapes(results))
     parts.append(_protocol(results))
     parts.append(f"</main><script>{SCRIPT}</script></body></html>")
     path = out / "index.html"
@@ -206,33 +206,20 @@ def _value(v: Any) -> str:
     return fmt(v) if isinstance(v, float) else str(v)
 
 
-def _landscapes(results: dict[str, Any], opts: dict[str, Any]) -> str:
+def _landscapes(results: dict[str, Any]) -> str:
     items = results.get("landscapes")
     head = "<h2 id='landscapes'>Landscapes</h2>"
     if not items:
         why = results.get("landscapes_note") or "no landscape animations in this run"
         return f"{head}<p class='muted'>{escape(why)}.</p>"
+    # each picture's legend carries the settings it drew (also in results.json)
     figs = "".join(
         f"<figure><img src='{escape(i['path'])}' alt='{escape(i['title'])}'>"
-        f"<figcaption>{escape(i['title'])}<br><span class='muted'>{_settings(i['tuned'], opts)}</span>"
-        "</figcaption></figure>"
+        f"<figcaption>{escape(i['title'])}</figcaption></figure>"
         for i in items
     )
     intro = "<p>Trajectories of the same optimizers on classic 2-D loss surfaces.</p>"
     return f"{head}{intro}<div class='gallery'>{figs}</div>"
-
-
-def _settings(tuned: dict[str, Any], opts: dict[str, Any]) -> str:
-    """ "SGD lr 0.1 · Adam lr 0.01, β (0.9, 0.999)" from the gallery's settings."""
-    parts = []
-    for key, setting in tuned.items():
-        label = opts[key]["label"] if key in opts else key
-        if isinstance(setting, dict):
-            values = ", ".join(f"{_short(k)} {_value(v)}" for k, v in setting.items())
-        else:
-            values = _value(setting)
-        parts.append(f"{label} {values}")
-    return escape(" · ".join(parts))
 
 
 def _protocol(results: dict[str, Any]) -> str:
