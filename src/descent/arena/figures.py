@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .. import catalog
 from . import plots
 from .data import REGIME_LABELS
-from .metrics import GOOD_FRACTION, band, problem_scale
+from .metrics import GOOD_FRACTION, band, problem_scale, sensitivity
 from .protocol import Study
 
 
@@ -48,7 +49,7 @@ def task_jobs(studies: Sequence[Study], tasks: dict[str, dict[str, Any]], seeds:
             )
             initial, best = problem_scale(group)
             threshold = best + GOOD_FRACTION * (initial - best) if initial > best else None
-            lines = [{**_line(s), "points": _points(s)} for s in group]
+            lines = [{**_line(s), "points": sensitivity(s)} for s in group]
             sens_panels.append({"title": title, "lines": lines, "threshold": threshold})
         title = f"{info['title']}: tuned, mean and min–max over {seeds} seeds"
         curves_args = (f"figures/{name}-curves.png", title, curve_panels, info["metric_name"], info["target"])
@@ -56,12 +57,6 @@ def task_jobs(studies: Sequence[Study], tasks: dict[str, dict[str, Any]], seeds:
         sens_args = (f"figures/{name}-lr.png", f"{info['title']}: learning-rate sensitivity", sens_panels)
         jobs.append(("lr", name, plots.sensitivity, sens_args))
     return jobs
-
-
-def _points(study: Study) -> list[dict[str, Any]]:
-    from .metrics import sensitivity
-
-    return sensitivity(study)
 
 
 def summary_jobs(
@@ -98,7 +93,5 @@ def summary_jobs(
 
 def draw(fn, root: str, args: tuple) -> str:
     """Run a plot function with its output path under ``root``; returns the relative path."""
-    from pathlib import Path
-
     fn(str(Path(root) / args[0]), *args[1:])
     return args[0]
