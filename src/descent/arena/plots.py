@@ -136,7 +136,7 @@ def ranks(path: str, problems: list[str], rows: list[dict[str, Any]]) -> str:
             ax.text(
                 j, i, f"{v:g}", ha="center", va="center", fontsize=7, color="k" if v <= len(rows) / 2 else "w"
             )
-        ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+        ax.set_yticks(range(len(rows)), [r["label"] for r in rows] if budget == "tuned" else [])
         ax.set_xticks(range(len(problems)), problems, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"rank, {budget}")
     fig.colorbar(im, ax=axes, shrink=0.8, label="rank (1 = best)")
