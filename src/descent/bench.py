@@ -168,7 +168,7 @@ def time_case(
     try:
         opt = _make(impl, key, params)
         opt.step()  # state allocated, kernel compiled
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
         return Result(
             key, layout.name, layout.count, layout.numel, impl, None, 0, note=str(exc).split("\n")[0][:80]
         )

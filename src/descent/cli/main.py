@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench", "example")
+SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:

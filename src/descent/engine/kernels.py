@@ -1,10 +1,10 @@
 """Running a chain's elementwise math: eagerly, or as one compiled kernel.
 
 The compiled kernel is ``torch.compile(..., dynamic=True)`` over 1-D buffers with every
-number passed in one float64 tensor, so neither a new size nor a scheduled lr
-recompiles it. ``bool`` scalars are static: the kernel is specialized on them. Each
-(chain, statics) pair gets its own code object, so dynamo's per-code recompile limit
-is never shared between optimizers.
+number passed in one tensor, so neither a new size nor a scheduled lr recompiles it.
+``bool`` scalars are static: the kernel is specialized on them. Each (chain, statics)
+pair gets its own code object, so dynamo's per-code recompile limit is never shared
+between optimizers.
 """
 
 from __future__ import annotations
@@ -58,7 +58,18 @@ def _build(chain: Chain, statics: tuple, names: tuple) -> Callable[..., None]:
     name = f"descent_step_{stats['built']}"
     code = kernel.__code__.replace(co_name=name)
     fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
-    return torch.compile(fn, dynamic=True, fullgraph=True)
+    return torch.compile(fn, dynamic=True, fullgraph=True, options=_options())
+
+
+def _options() -> dict[str, object]:
+    # With dynamic sizes inductor decides whether a CPU loop gets an OpenMP parallel
+    # region from the size seen at compile time, and its on-disk cache then serves that
+    # decision for every size: a kernel first compiled on a small model ran
+    # single-threaded on big ones (16 vs 24 GB/s measured on 2 cores). dynamic_threads
+    # always emits the parallel region and lets OpenMP size it at run time.
+    from torch._inductor import config
+
+    return {"cpp.dynamic_threads": True} if hasattr(config.cpp, "dynamic_threads") else {}
 
 
 def _chunks(n: int) -> range:
@@ -85,7 +96,10 @@ def run_compiled(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: d
     fn = _kernels.get(key)
     if fn is None:
         fn = _kernels[key] = _build(chain, statics, names)
-    scal = torch.tensor(values, dtype=torch.float64, device=p.device)
+    # The numbers in the params' compute precision, as torch rounds a Python scalar for
+    # an op on float32 (or bf16/fp16, computed in float32) tensors: exact in float64.
+    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+    scal = torch.tensor(values, dtype=dtype, device=p.device)
     try:
         fn(p, g, scal, *(s[k] for k in chain.state))
     except Exception as exc:  # a missing compiler or an inductor bug: fall back, loudly once

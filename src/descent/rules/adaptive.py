@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Hyper, Transform, ema_sq_, read, square
+from .base import Hyper, Transform, ema, mix_, mix_sq_, read, square
 
 
 def _root(v, eps, eps_inside: bool):
@@ -22,6 +22,8 @@ class SumOfSquares(Transform):
     G_t = G_0 + Σ_{i≤t} g_i²                  (G_0: initial_accumulator_value)
     u   = g / (√G_t + ε) / (1 + (t − 1)·lr_decay)
     """
+
+    linear = True
 
     def __init__(
         self,
@@ -42,12 +44,12 @@ class SumOfSquares(Transform):
         return read(group, self.initial)
 
     def scalars(self, group, t, host):
-        return {"eps": read(group, self.eps), "decay": 1 + (t - 1) * read(group, self.lr_decay)}
+        return {"eps": read(group, self.eps), "decay": 1 / (1 + (t - 1) * read(group, self.lr_decay))}
 
     def apply(self, u, g, p, s, h):
         G = s[self.buffer]
         G.add_(square(g))
-        return u / _root(G, h["eps"], self.eps_inside) / h["decay"]
+        return u / _root(G, h["eps"], self.eps_inside), h["decay"]
 
 
 class EMAOfSquares(Transform):
@@ -59,6 +61,8 @@ class EMAOfSquares(Transform):
     bias_correction: v_t ← v_t / (1 − β^t)
     u = u / (√v_t + ε)
     """
+
+    linear = True
 
     def __init__(
         self,
@@ -88,25 +92,27 @@ class EMAOfSquares(Transform):
         )
 
     def scalars(self, group, t, host):
-        beta = read(group, self.beta)
-        h = {"beta": beta, "eps": read(group, self.eps)}
+        beta, eps = read(group, self.beta), read(group, self.eps)
+        h = {**ema(beta), "eps": eps}
         if self.bias_correction:
-            h["bc"] = 1 - beta**t
+            # v̂ = v·c with c = 1/(1 − βᵗ):  u/(√v̂ + ε) = [u/(√v + ε/√c)]·(1/√c) and
+            # u/√(v̂ + ε) = [u/√(v + ε/c)]·(1/√c), the scalar left for the step.
+            c = 1 / (1 - beta**t)
+            h["eps"] = eps / c if self.eps_inside else eps / c**0.5
+            h["correction"] = 1 / c**0.5
         return h
 
     def apply(self, u, g, p, s, h):
-        v = ema_sq_(s[self.buffer], h["beta"], g)
+        v = mix_sq_(s[self.buffer], g, h["beta"], h["1-beta"])
         if self.centered:
-            mean = s[self.mean_buffer]
-            mean.lerp_(g, 1 - h["beta"])
+            mean = mix_(s[self.mean_buffer], g, h["beta"], h["1-beta"])
             v = v - square(mean)
         if self.amsgrad:
             vmax = s[self.max_buffer]
             vmax.copy_(torch.maximum(vmax, v))
             v = vmax
-        if self.bias_correction:
-            v = v / h["bc"]
-        return u / _root(v, h["eps"], self.eps_inside)
+        u = u / _root(v, h["eps"], self.eps_inside)
+        return (u, h["correction"]) if self.bias_correction else u
 
 
 class InfinityNorm(Transform):
@@ -115,6 +121,8 @@ class InfinityNorm(Transform):
     v_t = max(β·v_{t−1}, |g_t| + ε)
     u   = u / v_t
     """
+
+    linear = True
 
     def __init__(self, beta: Hyper = ("betas", 1), eps: Hyper = "eps", buffer: str = "exp_inf"):
         self.beta = beta
@@ -146,14 +154,13 @@ class AdaDelta(Transform):
         self.state = ("square_avg", "acc_delta")
 
     def scalars(self, group, t, host):
-        return {"rho": read(group, self.rho), "eps": read(group, self.eps)}
+        return {**ema(read(group, self.rho)), "eps": read(group, self.eps)}
 
     def apply(self, u, g, p, s, h):
-        rho, eps = h["rho"], h["eps"]
         sq, acc = s["square_avg"], s["acc_delta"]
-        ema_sq_(sq, rho, u)
-        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * u
-        ema_sq_(acc, rho, delta)
+        mix_sq_(sq, u, h["beta"], h["1-beta"])
+        delta = ((acc + h["eps"]) / (sq + h["eps"])).sqrt() * u
+        mix_sq_(acc, delta, h["beta"], h["1-beta"])
         return delta
 
 
@@ -168,6 +175,8 @@ class Rectified(Transform):
         else:     u = u   (plain momentum SGD)
     """
 
+    linear = True
+
     def __init__(self, beta: Hyper = ("betas", 1), eps: Hyper = "eps", buffer: str = "exp_avg_sq"):
         self.beta = beta
         self.eps = eps
@@ -180,14 +189,14 @@ class Rectified(Transform):
         rho_inf = 2 / (1 - beta) - 1
         rho_t = rho_inf - 2 * t * beta**t / bc
         adaptive = rho_t > 5.0
-        h = {"beta": beta, "eps": read(group, self.eps), "adaptive": adaptive}
+        h = {**ema(beta), "eps": read(group, self.eps), "adaptive": adaptive}
         if adaptive:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
             h["scale"] = rect * bc**0.5
         return h
 
     def apply(self, u, g, p, s, h):
-        v = ema_sq_(s[self.buffer], h["beta"], g)
+        v = mix_sq_(s[self.buffer], g, h["beta"], h["1-beta"])
         if h["adaptive"]:
-            return u * h["scale"] / (v.sqrt() + h["eps"])
+            return u / (v.sqrt() + h["eps"]), h["scale"]
         return u

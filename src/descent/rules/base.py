@@ -57,6 +57,9 @@ class Transform:
 
     state: tuple[str, ...] = ()
     host: tuple[str, ...] = ()
+    #: ``apply(c·u) = c·apply(u)`` for a scalar ``c > 0``, and the state never sees ``u``:
+    #: a scalar factor pending from an earlier transform may then wait until the step.
+    linear: bool = False
 
     def fill(self, name: str, group: Mapping[str, Any]) -> float:
         """Initial value of state buffer ``name``."""
@@ -74,8 +77,15 @@ class Transform:
         """Numbers ``apply`` needs at step ``t``, computed once per step on the host."""
         return {}
 
-    def apply(self, u: Tensor, g: Tensor, p: Tensor, s: dict[str, Tensor], h: Scalars) -> Tensor:
-        """Elementwise math: take the direction ``u`` and return the new one."""
+    def apply(
+        self, u: Tensor, g: Tensor, p: Tensor, s: dict[str, Tensor], h: Scalars
+    ) -> Tensor | tuple[Tensor, Any]:
+        """Elementwise math: take the direction ``u`` and return the new one.
+
+        Returning ``(v, c)`` with a scalar ``c`` means ``v·c``: the chain multiplies by
+        ``c`` as late as it may (into the learning rate when every later transform is
+        :attr:`linear`), which saves a full-size multiplication per step.
+        """
         raise NotImplementedError
 
     def key(self) -> Hashable:
@@ -123,7 +133,7 @@ class Descend(Transform):
     def apply(self, u, g, p, s, h):
         if self.decoupled:
             p.mul_(h["shrink"])
-        axpy_(p, -h["lr"], u)
+        sub_(p, h["lr"], u)
         return u
 
 
@@ -173,10 +183,18 @@ class Chain:
         """One step, elementwise, in place on ``p`` and ``s``."""
         prepare, *moments, descend = self.transforms
         g = prepare.apply(g, g, p, s, hs[0])
-        u = g
+        u, scale = g, None
         for tr, h in zip(moments, hs[1:-1]):
-            u = tr.apply(u, g, p, s, h)
-        descend.apply(u, g, p, s, hs[-1])
+            if scale is not None and not tr.linear:
+                u, scale = u * scale, None
+            out = tr.apply(u, g, p, s, h)
+            if isinstance(out, tuple):
+                u, factor = out
+                scale = factor if scale is None else scale * factor
+            else:
+                u = out
+        step = hs[-1] if scale is None else {**hs[-1], "lr": hs[-1]["lr"] * scale}
+        descend.apply(u, g, p, s, step)
 
     def __repr__(self) -> str:
         return "Chain(" + ", ".join(map(repr, self.transforms)) + ")"
@@ -188,7 +206,14 @@ def square(x: Tensor) -> Tensor:
 
 # Eager code gets Python floats and should use torch's fused in-place ops; compiled code
 # gets 0-d tensors, which those ops do not take. These helpers spell each formula both
-# ways so the math stays in one place.
+# ways so the math stays in one place. They take every coefficient ready-made (1 − β
+# computed on the host, see ``ema``): arithmetic on scalars inside a compiled kernel is
+# redone for every element, and cost Adam's CPU kernel 10 % (measured).
+
+
+def ema(beta: float, name: str = "beta") -> dict[str, float]:
+    """The coefficients of an exponential moving average: ``β`` and ``1 − β``."""
+    return {name: beta, "1-" + name: 1 - beta}
 
 
 def axpy(y: Tensor, a: Any, x: Tensor) -> Tensor:
@@ -198,25 +223,39 @@ def axpy(y: Tensor, a: Any, x: Tensor) -> Tensor:
     return y + a * x
 
 
-def axpy_(y: Tensor, a: Any, x: Tensor) -> Tensor:
-    """y ← y + a·x."""
+def sub_(y: Tensor, a: Any, x: Tensor) -> Tensor:
+    """y ← y − a·x."""
     if isinstance(a, (int, float)):
-        return y.add_(x, alpha=a)
-    return y.add_(a * x)
+        return y.add_(x, alpha=-a)
+    return y.sub_(a * x)
 
 
-def decay_add_(v: Tensor, beta: Any, a: Any, x: Tensor) -> Tensor:
-    """v ← β·v + a·x."""
-    if isinstance(a, (int, float)):
-        return v.mul_(beta).add_(x, alpha=a)
-    return v.mul_(beta).add_(a * x)
+def decay_add_(v: Tensor, keep: Any, take: Any, x: Tensor) -> Tensor:
+    """v ← keep·v + take·x."""
+    if isinstance(take, (int, float)):
+        return v.mul_(keep).add_(x, alpha=take)
+    return v.mul_(keep).add_(take * x)
 
 
-def ema_sq_(v: Tensor, beta: Any, x: Tensor) -> Tensor:
-    """v ← β·v + (1 − β)·x²."""
-    if isinstance(beta, (int, float)):
-        return v.mul_(beta).addcmul_(x, x, value=1 - beta)
-    return v.mul_(beta).add_((1 - beta) * x * x)
+def mix(m: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
+    """β·m + (1 − β)·x as a new tensor, with ``rest`` = 1 − β."""
+    if isinstance(rest, (int, float)):
+        return m.lerp(x, rest)
+    return beta * m + rest * x
+
+
+def mix_(m: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
+    """m ← β·m + (1 − β)·x, with ``rest`` = 1 − β."""
+    if isinstance(rest, (int, float)):
+        return m.lerp_(x, rest)
+    return m.mul_(beta).add_(rest * x)
+
+
+def mix_sq_(v: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
+    """v ← β·v + (1 − β)·x², with ``rest`` = 1 − β."""
+    if isinstance(rest, (int, float)):
+        return v.mul_(beta).addcmul_(x, x, value=rest)
+    return v.mul_(beta).add_(rest * x * x)
 
 
 __all__ = [
@@ -227,9 +266,12 @@ __all__ = [
     "Scalars",
     "Transform",
     "axpy",
-    "axpy_",
     "decay_add_",
-    "ema_sq_",
+    "ema",
+    "mix",
+    "mix_",
+    "mix_sq_",
     "read",
     "square",
+    "sub_",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, axpy, decay_add_, read
+from .base import Hyper, Transform, axpy, decay_add_, ema, mix_, read
 
 
 class HeavyBall(Transform):
@@ -59,15 +59,15 @@ class EMA(Transform):
 
     def scalars(self, group, t, host):
         beta = read(group, self.beta)
-        h = {"beta": beta}
+        h = ema(beta)
         if self.bias_correction:
-            h["bc"] = 1 - beta**t
+            h["correction"] = 1 / (1 - beta**t)
         return h
 
     def apply(self, u, g, p, s, h):
-        m = s[self.buffer]
-        m.lerp_(u, 1 - h["beta"])
-        return m / h["bc"] if self.bias_correction else m
+        m = mix_(s[self.buffer], u, h["beta"], h["1-beta"])
+        # m̂ = m·correction, the scalar applied at the step (see Transform.apply)
+        return (m, h["correction"]) if self.bias_correction else m
 
 
 class NesterovEMA(Transform):
@@ -108,14 +108,13 @@ class NesterovEMA(Transform):
         mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
         product = host["mu_product"]
         return {
-            "beta": read(group, self.beta),
+            **ema(read(group, self.beta)),
             "cg": (1.0 - mu) / (1.0 - product),
             "cm": mu_next / (1.0 - product * mu_next),
         }
 
     def apply(self, u, g, p, s, h):
-        m = s[self.buffer]
-        m.lerp_(u, 1 - h["beta"])
+        m = mix_(s[self.buffer], u, h["beta"], h["1-beta"])
         return h["cg"] * u + h["cm"] * m
 
 

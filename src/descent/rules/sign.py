@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, read
+from .base import Hyper, Transform, ema, mix, mix_, read
 
 
 class Lion(Transform):
@@ -19,10 +19,10 @@ class Lion(Transform):
         self.state = (buffer,)
 
     def scalars(self, group, t, host):
-        return {"beta1": read(group, self.beta1), "beta2": read(group, self.beta2)}
+        return {**ema(read(group, self.beta1), "beta1"), **ema(read(group, self.beta2), "beta2")}
 
     def apply(self, u, g, p, s, h):
         m = s[self.buffer]
-        direction = m.lerp(u, 1 - h["beta1"]).sign()
-        m.lerp_(u, 1 - h["beta2"])
+        direction = mix(m, u, h["beta1"], h["1-beta1"]).sign()
+        mix_(m, u, h["beta2"], h["1-beta2"])
         return direction
