@@ -63,6 +63,11 @@ def curves(
                 ax.axhline(target, color="k", ls=":", lw=0.8)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
+    return _finish(fig, axes, path, title, below=0.05, wspace=0.32, hspace=0.32, top=0.9)
+
+
+def _finish(fig: Any, axes: Any, path: str, title: str, below: float, **adjust: float) -> str:
+    """One legend for all panels under the figure, the title, and save."""
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(
         handles,
@@ -70,10 +75,10 @@ def curves(
         loc="lower center",
         ncol=min(len(labels), 9),
         frameon=False,
-        bbox_to_anchor=(0.5, -0.05),
+        bbox_to_anchor=(0.5, -below),
     )
     fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.32, hspace=0.32, top=0.9)
+    fig.subplots_adjust(**adjust)
     return _save(fig, path)
 
 
@@ -109,18 +114,7 @@ def sensitivity(path: str, title: str, panels: list[dict[str, Any]]) -> str:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final validation loss")
         ax.set_title(panel["title"])
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=min(len(labels), 9),
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.12),
-    )
-    fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.32, top=0.8)
-    return _save(fig, path)
+    return _finish(fig, axes, path, title, below=0.12, wspace=0.32, top=0.8)
 
 
 def ranks(path: str, problems: list[str], rows: list[dict[str, Any]]) -> str:

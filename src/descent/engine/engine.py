@@ -114,44 +114,29 @@ class Engine:
             entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
         for b in entry.buckets:
-            self._prepare(b, chain, group)
-            if fresh or self.reload:
+            grown = self._prepare(b, chain, group)
+            if fresh or self.reload or (grown and 1 in b.exposed):
                 self._adopt(b, chain)
         return entry
 
-    def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> None:
-        """Allocate the buffers ``chain`` needs that ``b`` lacks (first step, or a flag
-        such as ``amsgrad`` switched on), keeping any tensor already in the state."""
+    def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> bool:
+        """Allocate the buffers ``chain`` needs that ``b`` lacks (the first step, or a
+        flag such as ``amsgrad`` switched on); True when it allocated any."""
+        grown = False
         for name in chain.host:
             if name not in b.host:
                 b.allocate_host(name, chain.host_init(name))
-                self._attach(b, name, host=True)
+                grown = True
         for name in chain.state:
             if name not in b.state:
                 b.allocate(name, chain.fill(name, group))
-                self._attach(b, name, host=False)
-
-    def _attach(self, b: Bucket, name: str, host: bool) -> None:
-        state = self.opt.state
-        for i, p in enumerate(b.params):
-            if not b.exposed[i]:
-                continue
-            st = state[p]
-            old = st.get(name)
-            if host:
-                if old is not None:
-                    b.host[name][i] = float(old)
-                if name != "step" or self.opt.state_step:
-                    st[name] = b.host[name][i]
-            else:
-                view = b.state_view(name, i)
-                if isinstance(old, Tensor):
-                    view.copy_(old)
-                st[name] = view
+                grown = True
+        return grown
 
     def _adopt(self, b: Bucket, chain: Chain) -> None:
         """Take over whatever ``optimizer.state`` holds for ``b``'s params (a loaded
-        checkpoint, AdaGrad's initial state): copy it into the buffers, leave views."""
+        checkpoint, AdaGrad's initial state, a buffer new to the chain): copy it into
+        the buffers and leave views in its place."""
         state = self.opt.state
         for i, p in enumerate(b.params):
             st = state.get(p)
@@ -187,13 +172,16 @@ class Engine:
         b.exposed[i] = 1
 
     # -- gradients -----------------------------------------------------------------------
-    def zero_grad_flat(self) -> set[int]:
-        """Zero every flat gradient buffer whose grads are all views; ids of params done."""
-        done: set[int] = set()
-        for entry in self.groups:
-            if entry is None:
-                continue
-            for b in entry.buckets:
-                if b.zero_grads():
-                    done.update(map(id, b.params))
-        return done
+    def zero_grads_in_place(self) -> bool:
+        """Zero every flat gradient buffer in one op each; True when that covered every
+        param (all grads are views), so nothing is left to zero one by one."""
+        buckets = [b for e in self.groups if e for b in e.buckets]
+        if not buckets or not all(b.grads_in_place() for b in buckets):
+            return False
+        if sum(len(e.params) for e in self.groups if e) != sum(
+            len(g["params"]) for g in self.opt.param_groups
+        ):
+            return False
+        for b in buckets:
+            b.G.zero_()
+        return True

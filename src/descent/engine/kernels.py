@@ -72,17 +72,13 @@ def _options() -> dict[str, object]:
     return {"cpp.dynamic_threads": True} if hasattr(config.cpp, "dynamic_threads") else {}
 
 
-def _chunks(n: int) -> range:
-    return range(0, n, CHUNK)
-
-
 def run_eager(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]) -> None:
     stats["eager_calls"] += 1
     n = p.numel()
     if p.dim() != 1 or n <= CHUNK:
         chain.update(p, g, s, hs)
         return
-    for a in _chunks(n):
+    for a in range(0, n, CHUNK):
         b = a + CHUNK
         chain.update(p[a:b], g[a:b], {k: v[a:b] for k, v in s.items()}, hs)
 

@@ -118,9 +118,9 @@ class Bucket:
         kw = {"dtype": self.dtype, "device": self.device}
         self.P = torch.zeros(end, **kw)
         self.G = torch.zeros(end, **kw)
-        self.pviews = [self.view(self.P, i) for i in range(n)]
         self.gviews = [self.view(self.G, i) for i in range(n)]
-        for p, v, gv in zip(params, self.pviews, self.gviews):
+        for i, (p, gv) in enumerate(zip(params, self.gviews)):
+            v = self.view(self.P, i)
             v.copy_(p.detach())
             grad = p.grad
             p.data = v
@@ -142,13 +142,17 @@ class Bucket:
         return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
 
     # -- gradients -----------------------------------------------------------------------
+    def grads_in_place(self) -> bool:
+        """Every ``p.grad`` is still its view of the flat gradient buffer."""
+        return self.flat and all(map(_is, map(_grad, self.params), self.gviews))
+
     def collect(self, who: str) -> list[bool] | None:
         """Which params have a gradient; ``None`` means all, already in place.
 
         Fresh gradients (after ``zero_grad(set_to_none=True)`` and backward) are copied
         into the flat gradient buffer once and ``p.grad`` re-pointed at its view.
         """
-        if self.flat and all(map(_is, map(_grad, self.params), self.gviews)):
+        if self.grads_in_place():
             return None
         has: list[bool] = []
         dst: list[Tensor] = []
@@ -171,13 +175,6 @@ class Bucket:
             for p, gv in moved:
                 p.grad = gv
         return has
-
-    def zero_grads(self) -> bool:
-        """Zero the flat gradient buffer in one op when every grad is a view of it."""
-        if self.flat and all(map(_is, map(_grad, self.params), self.gviews)):
-            self.G.zero_()
-            return True
-        return False
 
     # -- buffers -------------------------------------------------------------------------
     def allocate(self, name: str, fill: float) -> Tensor:

@@ -127,19 +127,8 @@ class RuleOptimizer(Optimizer):
         ``set_to_none=False`` zeroes the flat gradient buffer in one op and keeps the
         views: the fastest loop.
         """
-        if set_to_none:
-            super().zero_grad(set_to_none=True)
-            return
-        done = self._engine.zero_grad_flat()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if id(p) in done or p.grad is None:
-                    continue
-                if p.grad.grad_fn is not None:
-                    p.grad.detach_()
-                else:
-                    p.grad.requires_grad_(False)
-                p.grad.zero_()
+        if set_to_none or not self._engine.zero_grads_in_place():
+            super().zero_grad(set_to_none=set_to_none)
 
 
 def _truth(value: Any) -> bool:
