@@ -1,14 +1,14 @@
 """The engine: flat storage, runs, and one fused kernel per run."""
 
-from .engine import AUTO_COMPILE_MIN, Engine
-from .kernels import CHUNK, compile_mode, reset, stats
+from .engine import Engine
+from .kernels import CHUNK, KERNEL_MIN, compile_mode, reset, stats
 from .storage import ALIGN, Bucket, plan
 
 __all__ = [
     "ALIGN",
-    "AUTO_COMPILE_MIN",
     "CHUNK",
     "Bucket",
+    "KERNEL_MIN",
     "Engine",
     "compile_mode",
     "plan",

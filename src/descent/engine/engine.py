@@ -12,19 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from ..rules.base import Chain
-from .kernels import compile_mode, run_compiled, run_eager
+from .kernels import KERNEL_MIN, compile_mode, compute_dtype, interchangeable, kernel_for, pack, run_eager
 from .storage import Bucket, plan
 
 if TYPE_CHECKING:
     from ..optim.base import RuleOptimizer
-
-#: With ``compile="auto"``, a flat bucket is compiled once it holds this many elements;
-#: below it eager chunks are as fast as the kernel and cost no compile time.
-AUTO_COMPILE_MIN = 1 << 20
-
 
 @dataclass
 class _Group:
@@ -81,18 +77,19 @@ class Engine:
         t = (steps if c - a == 1 else steps[0]).item()
         chain.advance(group, t, host)
         values = {k: (v if c - a == 1 else v[0]).item() for k, v in host.items()}
-        hs = chain.scalars(group, t, values)
-        p, g, s = b.tensors(a, c, chain.state)
+        p, g, bufs = b.tensors(a, c, chain.state)
         if p.numel() == 0:
             return
-        if self._compiled(b) and run_compiled(chain, hs, p, g, s):
-            return
-        run_eager(chain, hs, p, g, s)
-
-    def _compiled(self, b: Bucket) -> bool:
-        if not b.flat or self.compile is False:
-            return False
-        return self.compile is True or b.size >= AUTO_COMPILE_MIN
+        statics, names, numbers = pack(chain.scalars(group, t, values))
+        scal = torch.tensor(numbers, dtype=compute_dtype(p.dtype), device=p.device)
+        if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
+            kern = b.kernels.get((chain, statics, names))
+            if kern is None:
+                kern = b.kernels[(chain, statics, names)] = kernel_for(chain, statics, names, p)
+            if kern.ready(wait=self.compile is True or not interchangeable(p.dtype, p.device)):
+                kern([p, g, scal, *bufs])
+                return
+        run_eager(chain, statics, names, scal, p, g, bufs)
 
     # -- buckets and state ---------------------------------------------------------------
     def _entry(self, gi: int, group: dict[str, Any], chain: Chain) -> _Group:
@@ -107,10 +104,7 @@ class Engine:
             or not all(b.intact() for b in entry.buckets)
         )
         if fresh:
-            ours = frozenset(
-                b.P.untyped_storage().data_ptr() for e in self.groups if e for b in e.buckets if b.flat
-            )
-            buckets = [Bucket(ps, f) for ps, f in plan(params, self.flat, ours)]
+            buckets = [Bucket(ps, f) for ps, f in plan(params, self.flat)]
             entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
         for b in entry.buckets:

@@ -1,15 +1,23 @@
 """Running a chain's elementwise math: eagerly, or as one compiled kernel.
 
-The compiled kernel is ``torch.compile(..., dynamic=True)`` over 1-D buffers with every
-number passed in one tensor, so neither a new size nor a scheduled lr recompiles it.
-``bool`` scalars are static: the kernel is specialized on them. Each (chain, statics)
-pair gets its own code object, so dynamo's per-code recompile limit is never shared
-between optimizers.
+The rules are written with correctly rounded elementary operations only (see
+``descent.rules.base``), and every number reaches them as a 0-d tensor of the compute
+precision on both paths, so on the CPU the eager path and the compiled kernel give the
+same bits (``tests/engine/test_kernels.py`` checks every optimizer). That is what lets
+the first steps on a machine that has no kernel yet run eagerly while the kernel is
+built in the background: when it arrives, nothing in the numbers changes. Where that
+equality is not established (GPUs, float64 without NumPy), a step that wants a kernel
+waits for it instead.
+
+A kernel comes, in order of preference, from the on-disk cache of AOTInductor packages
+(``aot``: loaded in milliseconds, no tracing), or from ``torch.compile`` in this process
+where AOTInductor is unavailable or the chain's code has no source file to name it by.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import types
 import warnings
 from collections.abc import Callable, Hashable, Sequence
@@ -17,7 +25,9 @@ from collections.abc import Callable, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from ..rules.base import Chain, Scalars
+from ..rules.base import Chain, Scalars, exact_sqrt
+from . import aot
+from .aot import Spec, unpack
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
 #: bounded instead of proportional to the parameter count. Not smaller: every eager op is
@@ -25,13 +35,23 @@ from ..rules.base import Chain, Scalars
 #: step time in barriers (measured: 713 ms vs 17 ms for Adam over 4 M params).
 CHUNK = 1 << 18
 
-_kernels: dict[Hashable, Callable[..., None]] = {}
-_failed: set[Hashable] = set()
-#: Number of kernels built by torch.compile in this process (tests count recompiles).
-stats = {"built": 0, "compiled_calls": 0, "eager_calls": 0}
+#: Runs shorter than this stay eager (same numbers): a kernel call costs more than the math.
+KERNEL_MIN = 16
+
+#: How often a step looks for a kernel that is being built, in seconds.
+POLL = 0.2
+
+stats = {"built": 0, "loaded": 0, "compiled_calls": 0, "eager_calls": 0}
+
+_LOW = (torch.bfloat16, torch.float16)
 
 
-def split(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list[float]]:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision the math runs in: float64 for float64 params, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list[float]]:
     """Separate static (bool) scalars from numeric ones, in a stable layout."""
     statics = tuple(tuple((k, v) for k, v in h.items() if isinstance(v, bool)) for h in hs)
     names = tuple(tuple(k for k, v in h.items() if not isinstance(v, bool)) for h in hs)
@@ -39,76 +59,147 @@ def split(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list[float]]:
     return statics, names, values
 
 
-def _build(chain: Chain, statics: tuple, names: tuple) -> Callable[..., None]:
-    state_names = chain.state
-
-    def kernel(p, g, scal, *bufs):
-        s = dict(zip(state_names, bufs))
-        hs = []
-        i = 0
-        for fixed, keys in zip(statics, names):
-            h = dict(fixed)
-            for k in keys:
-                h[k] = scal[i]
-                i += 1
-            hs.append(h)
-        chain.update(p, g, s, hs)
-
-    stats["built"] += 1
-    name = f"descent_step_{stats['built']}"
-    code = kernel.__code__.replace(co_name=name)
-    fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
-    return torch.compile(fn, dynamic=True, fullgraph=True, options=_options())
-
-
-def _options() -> dict[str, object]:
-    # With dynamic sizes inductor decides whether a CPU loop gets an OpenMP parallel
-    # region from the size seen at compile time, and its on-disk cache then serves that
-    # decision for every size: a kernel first compiled on a small model ran
-    # single-threaded on big ones (16 vs 24 GB/s measured on 2 cores). dynamic_threads
-    # always emits the parallel region and lets OpenMP size it at run time.
-    from torch._inductor import config
-
-    return {"cpp.dynamic_threads": True} if hasattr(config.cpp, "dynamic_threads") else {}
-
-
-def run_eager(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]) -> None:
+# -- eager ------------------------------------------------------------------------------
+def run_eager(
+    chain: Chain, statics: tuple, names: tuple, scal: Tensor, p: Tensor, g: Tensor, bufs: Sequence[Tensor]
+) -> None:
+    """The chain's update in bounded chunks; half precisions computed in float32, as the
+    compiled kernel computes them."""
     stats["eager_calls"] += 1
+    hs = unpack(statics, names, scal.unbind())
     n = p.numel()
-    if p.dim() != 1 or n <= CHUNK:
-        chain.update(p, g, s, hs)
-        return
-    for a in range(0, n, CHUNK):
-        b = a + CHUNK
-        chain.update(p[a:b], g[a:b], {k: v[a:b] for k, v in s.items()}, hs)
+    step = CHUNK if p.dim() == 1 else max(n, 1)
+    for a in range(0, n, step):
+        if p.dim() == 1:
+            pc, gc, sc = p[a : a + step], g[a : a + step], [v[a : a + step] for v in bufs]
+        else:
+            pc, gc, sc = p, g, list(bufs)
+        if pc.dtype in _LOW:
+            p32, s32 = pc.float(), [v.float() for v in sc]
+            chain.update(p32, gc.float(), dict(zip(chain.state, s32)), hs)
+            pc.copy_(p32)
+            for v, w in zip(sc, s32):
+                v.copy_(w)
+        else:
+            chain.update(pc, gc, dict(zip(chain.state, sc)), hs)
 
 
-def run_compiled(chain: Chain, hs: Sequence[Scalars], p: Tensor, g: Tensor, s: dict[str, Tensor]) -> bool:
-    """Run the compiled kernel; False when compiling is unavailable (caller runs eagerly)."""
-    statics, names, values = split(hs)
-    key = (chain.key, statics, names)
-    if key in _failed:
-        return False
-    fn = _kernels.get(key)
-    if fn is None:
-        fn = _kernels[key] = _build(chain, statics, names)
-    # The numbers in the params' compute precision, as torch rounds a Python scalar for
-    # an op on float32 (or bf16/fp16, computed in float32) tensors: exact in float64.
-    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-    scal = torch.tensor(values, dtype=dtype, device=p.device)
-    try:
-        fn(p, g, scal, *(s[k] for k in chain.state))
-    except Exception as exc:  # a missing compiler or an inductor bug: fall back, loudly once
-        _failed.add(key)
+def interchangeable(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether eager steps give the kernel's bits, so they may stand in for it."""
+    return device.type == "cpu" and exact_sqrt(compute_dtype(dtype))
+
+
+# -- kernels ----------------------------------------------------------------------------
+class Kernel:
+    """One chain's compiled step for one dtype and device: loaded, being built, or not
+    available (then callers run eagerly)."""
+
+    def __init__(self, spec: Spec, device: torch.device):
+        self.spec = spec
+        self.device = device
+        self.fn: Callable[[list[Tensor]], object] | None = None
+        self.dead = False
+        self.key: str | None = None
+        self.next_look = 0.0
+        if aot.available():
+            try:
+                self.key = aot.digest(spec)
+            except aot.Uncacheable:
+                self.key = None
+
+    def __call__(self, args: list[Tensor]) -> None:
+        assert self.fn is not None
+        self.fn(args)
+        stats["compiled_calls"] += 1
+
+    def ready(self, wait: bool) -> bool:
+        """True when the kernel can run; with ``wait``, build or load it first."""
+        if self.fn is not None:
+            return True
+        if self.dead:
+            return False
+        if self.key is None:
+            return self._jit() if wait else False
+        now = time.monotonic()
+        if not wait and now < self.next_look:
+            return False
+        self.next_look = now + POLL
+        pt2, failed, _ = aot.paths(self.key)
+        while True:
+            if pt2.exists():
+                return self._load(pt2)
+            if failed.exists():
+                return self._give_up(failed.read_text().splitlines()[1:2])
+            if not aot.importable(self.spec.chain):
+                return self._build_here() if wait else False
+            aot.builder.request(self.key, self.spec)
+            if not wait:
+                return False
+            if not aot.builder.running(self.key) and not pt2.exists() and not failed.exists():
+                return self._give_up(["the build process ended without a kernel; see " + str(pt2.parent)])
+            time.sleep(0.05)
+
+    def _load(self, path) -> bool:
+        try:
+            runner = aot.load(path, self.device)
+        except Exception as exc:  # a damaged file: forget it, it is rebuilt next time
+            path.unlink(missing_ok=True)
+            return self._give_up([f"loading {path.name} failed: {exc}"])
+        self.fn = runner.run
+        stats["loaded"] += 1
+        return True
+
+    def _build_here(self) -> bool:
+        assert self.key is not None
+        aot.build_once(self.key, self.spec)
+        pt2, failed, _ = aot.paths(self.key)
+        return self._load(pt2) if pt2.exists() else self._give_up(failed.read_text().splitlines()[1:2])
+
+    def _jit(self) -> bool:
+        """torch.compile in this process (no AOTInductor, or no source to name the code by)."""
+        try:
+            fn = _compile(self.spec)
+        except Exception as exc:
+            return self._give_up([f"{type(exc).__name__}: {exc}"])
+        self.fn = fn
+        return True
+
+    def _give_up(self, why: Sequence[str]) -> bool:
+        self.dead = True
         warnings.warn(
-            f"descent: compiling the step failed ({type(exc).__name__}: {exc}); "
-            "running it eagerly instead (same math, slower).",
+            f"descent: no compiled kernel for {self.spec.describe()} ({' '.join(why)}); "
+            "its steps run eagerly instead (same numbers on the CPU, slower).",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         return False
-    stats["compiled_calls"] += 1
-    return True
+
+
+def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
+    body = aot.Step(spec).forward
+    stats["built"] += 1
+    # One code object per kernel, so dynamo's per-code recompile limit is not shared.
+    name = f"descent_step_{stats['built']}"
+
+    def kernel(p, g, scal, *bufs):
+        body(p, g, scal, list(bufs))
+
+    code = kernel.__code__.replace(co_name=name)
+    fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
+    compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=aot.options())
+    return lambda args: compiled(*args)
+
+
+_kernels: dict[Hashable, Kernel] = {}
+
+
+def kernel_for(chain: Chain, statics: tuple, names: tuple, p: Tensor) -> Kernel:
+    """The (cached) kernel of ``chain`` with these statics for buffers like ``p``."""
+    k = (chain.key, statics, names, p.dtype, p.device)
+    kern = _kernels.get(k)
+    if kern is None:
+        kern = _kernels[k] = Kernel(Spec(chain, statics, names, p.dtype, p.device.type), p.device)
+    return kern
 
 
 def compile_mode(requested: bool | str) -> bool | str:
@@ -129,8 +220,7 @@ def compile_mode(requested: bool | str) -> bool | str:
 
 
 def reset() -> None:
-    """Forget every compiled kernel (tests use this to count compilations)."""
+    """Forget every kernel this process loaded or compiled (tests count with this)."""
     _kernels.clear()
-    _failed.clear()
     for k in stats:
         stats[k] = 0

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 #: Params start at multiples of this many elements: aligned vector loads, and every run
 #: of the compiled kernel has a length divisible by it.
 ALIGN = 16
+
+#: Every param descent has re-homed, with the storage it put it in. A param still in that
+#: storage lives in a descent buffer (this optimizer's, another's, or one whose optimizer
+#: is gone) and may move freely into a new one; a param whose ``.data`` was set to
+#: something else since is judged like any other.
+_homes: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 _grad = operator.attrgetter("grad")
 _is = operator.is_
@@ -51,31 +58,29 @@ def _plain(p: Tensor) -> bool:
     return type(p) in (torch.Tensor, torch.nn.Parameter) and type(p.data) is torch.Tensor
 
 
-def flattenable(p: Tensor, ours: frozenset[int] = frozenset()) -> bool:
-    """Whether ``p`` can be re-homed into a flat buffer without changing what it shares.
+def homed(p: Tensor) -> bool:
+    """Whether ``p`` lives in a buffer descent made."""
+    return _homes.get(p) == p.untyped_storage().data_ptr()
 
-    ``ours``: storages of descent's own earlier buffers, whose windows may move freely.
-    """
+
+def flattenable(p: Tensor) -> bool:
+    """Whether ``p`` can be re-homed into a flat buffer without changing what it shares."""
     if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not _dense(p):
         return False
-    if p.untyped_storage().data_ptr() in ours:
+    if homed(p):
         return True
     # A param that is a window into a larger tensor shares memory the user may rely on.
     return p.untyped_storage().nbytes() == p.numel() * p.element_size()
 
 
-def plan(
-    params: Sequence[Tensor], flat: bool, ours: frozenset[int] = frozenset()
-) -> list[tuple[list[Tensor], bool]]:
+def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]]:
     """Split one group's params into buckets: ``(params, is_flat)``, in param order."""
-    candidates = [p for p in params if flattenable(p, ours)] if flat else []
+    candidates = [p for p in params if flattenable(p)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     chosen = {
         id(p)
         for p in candidates
-        if not p.numel()
-        or p.untyped_storage().data_ptr() in ours
-        or owners[p.untyped_storage().data_ptr()] == 1
+        if not p.numel() or homed(p) or owners[p.untyped_storage().data_ptr()] == 1
     }
     buckets: dict[tuple, list[Tensor]] = {}
     singles: list[tuple[list[Tensor], bool]] = []
@@ -105,7 +110,9 @@ class Bucket:
         self.exposed = bytearray(n)
         #: every param has the same host scalars (so the bucket runs as one)
         self.uniform = False
-        self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
+        self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, list[Tensor]]] = {}
+        #: kernels by (chain, statics, names), so a step finds its kernel without hashing
+        self.kernels: dict = {}
         if not flat:
             return
         self.starts: list[int] = []
@@ -124,6 +131,7 @@ class Bucket:
             v.copy_(p.detach())
             grad = p.grad
             p.data = v
+            _homes[p] = self.P.untyped_storage().data_ptr()
             if grad is not None and grad.layout == torch.strided:
                 gv.copy_(grad)
                 p.grad = gv
@@ -212,16 +220,17 @@ class Bucket:
                 start = i
         return runs
 
-    def _slice(self, lo: int, hi: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        bufs = {k: _window(self.state[k], lo, hi) for k in names}
+    def _slice(self, lo: int, hi: int, names: Sequence[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        bufs = [_window(self.state[k], lo, hi) for k in names]
         return _window(self.P, lo, hi), _window(self.G, lo, hi), bufs
 
     def span(self, a: int, b: int) -> tuple[int, int]:
         """Flat element range of params ``a..b-1`` (padding included, aligned)."""
         return self.starts[a], min(_align(self.ends[b - 1]), self.size)
 
-    def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """What the kernel updates for params ``a..b-1``: param, grad and state."""
+    def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """What the kernel updates for params ``a..b-1``: param, grad and state buffers
+        (in ``names`` order), 1-D wherever their memory allows."""
         if self.flat and a == 0 and b == len(self.params):
             whole = self._whole.get(names)
             if whole is None:
@@ -230,16 +239,27 @@ class Bucket:
         if self.flat:
             return self._slice(*self.span(a, b), names)
         p = self.params[0]
-        return _real(p.data), _real(p.grad), {k: _real(self.state[k]) for k in names}
+        return _flat1d(p.data, p.grad, [self.state[k] for k in names])
+
+
+def _flat1d(p: Tensor, g: Tensor, bufs: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """One param's tensors as 1-D runs over their memory when they are dense and laid out
+    alike (so element i of each is the same coordinate), else as they are."""
+    ts = [_real(t) for t in (p, g, *bufs)]
+    shape, stride = ts[0].shape, ts[0].stride()
+    if all(t.shape == shape and t.stride() == stride for t in ts) and _dense(ts[0]):
+        ts = [_window(t, 0, t.numel()) for t in ts]
+    return ts[0], ts[1], ts[2:]
 
 
 def _window(flat: Tensor, lo: int, hi: int) -> Tensor:
-    """Elements ``lo:hi`` of a flat buffer as a tensor of their own (complex as real
-    pairs). Not an autograd view: a view would carry its base's size into the compiled
-    kernel's guards, and a run over part of a bucket would then recompile."""
+    """Elements ``lo:hi`` of a buffer's memory as a 1-D tensor of their own (complex as
+    real pairs). Not an autograd view: a view would carry its base's size into the
+    compiled kernel's guards, and a run over part of a bucket would then recompile."""
+    base = flat.storage_offset()
     if flat.is_complex():
-        flat = torch.view_as_real(flat).view(-1)
-        lo, hi = 2 * lo, 2 * hi
+        flat = torch.view_as_real(flat)
+        base, lo, hi = 2 * base, 2 * lo, 2 * hi
     out = flat.new_empty(0)
-    out.set_(flat.untyped_storage(), flat.storage_offset() + lo, (hi - lo,), (1,))
+    out.set_(flat.untyped_storage(), base + lo, (hi - lo,), (1,))
     return out

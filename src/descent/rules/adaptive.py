@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Hyper, Transform, ema, mix_, mix_sq_, read, square
+from .base import Hyper, Transform, ema, mix_, mix_sq_, read, sqrt, square
 
 
 def _root(v, eps, eps_inside: bool):
-    return (v + eps).sqrt() if eps_inside else v.sqrt() + eps
+    return sqrt(v + eps) if eps_inside else sqrt(v) + eps
 
 
 class SumOfSquares(Transform):
@@ -159,7 +159,7 @@ class AdaDelta(Transform):
     def apply(self, u, g, p, s, h):
         sq, acc = s["square_avg"], s["acc_delta"]
         mix_sq_(sq, u, h["beta"], h["1-beta"])
-        delta = ((acc + h["eps"]) / (sq + h["eps"])).sqrt() * u
+        delta = sqrt((acc + h["eps"]) / (sq + h["eps"])) * u
         mix_sq_(acc, delta, h["beta"], h["1-beta"])
         return delta
 
@@ -198,5 +198,5 @@ class Rectified(Transform):
     def apply(self, u, g, p, s, h):
         v = mix_sq_(s[self.buffer], g, h["beta"], h["1-beta"])
         if h["adaptive"]:
-            return u / (v.sqrt() + h["eps"]), h["scale"]
+            return u / (sqrt(v) + h["eps"]), h["scale"]
         return u

@@ -13,18 +13,23 @@ code. The engine runs that code eagerly or compiles it into one kernel over flat
 buffers; it never knows an optimizer by name.
 
 Rules for writing ``apply``: update your own state in place, never modify ``u``, ``g``
-or another transform's state, touch ``p`` only in ``Descend``, and use operators or
-ops that accept tensor scalars (``lerp_``, ``mul_``, ``add_`` without ``alpha``),
-because under compilation every number in ``h`` arrives as a 0-d tensor. A ``bool``
-in ``h`` is static: the kernel is specialized on it, so Python ``if`` on it is fine.
+or another transform's state, touch ``p`` only in ``Descend``, and write the math with
+elementary operations (``+ − * /``, :func:`sqrt`, ``torch.maximum``, ``abs``,
+``sign``; in place ``mul_``, ``add_``, ``sub_`` without ``alpha``). Every number in
+``h`` arrives as a 0-d tensor, eagerly and compiled alike, so both paths round the same
+way bit for bit (``tests/engine`` checks it for every optimizer). A ``bool`` in ``h``
+is static: the kernel is specialized on it, so Python ``if`` on it is fine.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
+
 
 #: How a transform names a hyperparameter of its param group: a key (``"lr"``), a key
 #: and an index (``("betas", 0)``), or a function of the group.
@@ -204,11 +209,14 @@ def square(x: Tensor) -> Tensor:
     return x * x
 
 
-# Eager code gets Python floats and should use torch's fused in-place ops; compiled code
-# gets 0-d tensors, which those ops do not take. These helpers spell each formula both
-# ways so the math stays in one place. They take every coefficient ready-made (1 − β
-# computed on the host, see ``ema``): arithmetic on scalars inside a compiled kernel is
-# redone for every element, and cost Adam's CPU kernel 10 % (measured).
+# Every formula is spelled with elementary operations only (+, −, ×, ÷, √, max, |·|,
+# sign), each correctly rounded, in one order. The compiled kernel evaluates exactly
+# these operations in that order (no FMA contraction, no reassociation), so the eager
+# path and the kernel give the same bits, and the engine may run eagerly while a kernel
+# is being built without the numbers depending on when it arrives. Fused ATen ops
+# (lerp_, addcmul_, add_ with alpha) round differently and are not used. Coefficients
+# come ready-made (1 − β computed on the host, see ``ema``): arithmetic on scalars
+# inside a compiled kernel is redone for every element (it cost Adam's CPU kernel 10 %).
 
 
 def ema(beta: float, name: str = "beta") -> dict[str, float]:
@@ -216,45 +224,73 @@ def ema(beta: float, name: str = "beta") -> dict[str, float]:
     return {name: beta, "1-" + name: 1 - beta}
 
 
+def sqrt(x: Tensor) -> Tensor:
+    """√x, correctly rounded on every path.
+
+    ATen's eager CPU square root (MKL's vector math) can be 1 ulp off, where a compiled
+    kernel uses the hardware's IEEE square root. Eagerly, float32 goes through float64:
+    √ of a float32 is never within 2⁻⁴⁹ (relative) of a rounding midpoint, far more than
+    float64's error, so rounding back gives the correctly rounded result; float64 uses
+    NumPy's square root, which is IEEE's, when NumPy is installed.
+    """
+    if x.device.type != "cpu" or _tracing():
+        return x.sqrt()
+    if x.dtype != torch.float64:
+        return x.double().sqrt().to(x.dtype)
+    np = _numpy()
+    return x.sqrt() if np is None else torch.from_numpy(np.sqrt(x.numpy()))
+
+
+def exact_sqrt(dtype: torch.dtype) -> bool:
+    """Whether eager :func:`sqrt` on the CPU is correctly rounded for ``dtype``."""
+    return dtype != torch.float64 or _numpy() is not None
+
+
+@functools.cache
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # NumPy is optional; float64 then has no exact eager root
+        return None
+    return numpy
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or _is_exporting()
+
+
+def _is_exporting() -> bool:
+    probe = getattr(torch.compiler, "is_exporting", None)
+    return bool(probe and probe())
+
+
 def axpy(y: Tensor, a: Any, x: Tensor) -> Tensor:
     """y + a·x (a new tensor)."""
-    if isinstance(a, (int, float)):
-        return y.add(x, alpha=a)
     return y + a * x
 
 
 def sub_(y: Tensor, a: Any, x: Tensor) -> Tensor:
     """y ← y − a·x."""
-    if isinstance(a, (int, float)):
-        return y.add_(x, alpha=-a)
     return y.sub_(a * x)
 
 
 def decay_add_(v: Tensor, keep: Any, take: Any, x: Tensor) -> Tensor:
     """v ← keep·v + take·x."""
-    if isinstance(take, (int, float)):
-        return v.mul_(keep).add_(x, alpha=take)
     return v.mul_(keep).add_(take * x)
 
 
 def mix(m: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
     """β·m + (1 − β)·x as a new tensor, with ``rest`` = 1 − β."""
-    if isinstance(rest, (int, float)):
-        return m.lerp(x, rest)
     return beta * m + rest * x
 
 
 def mix_(m: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
     """m ← β·m + (1 − β)·x, with ``rest`` = 1 − β."""
-    if isinstance(rest, (int, float)):
-        return m.lerp_(x, rest)
     return m.mul_(beta).add_(rest * x)
 
 
 def mix_sq_(v: Tensor, x: Tensor, beta: Any, rest: Any) -> Tensor:
     """v ← β·v + (1 − β)·x², with ``rest`` = 1 − β."""
-    if isinstance(rest, (int, float)):
-        return v.mul_(beta).addcmul_(x, x, value=rest)
     return v.mul_(beta).add_(rest * x * x)
 
 
@@ -272,6 +308,7 @@ __all__ = [
     "mix_",
     "mix_sq_",
     "read",
+    "sqrt",
     "square",
     "sub_",
 ]
