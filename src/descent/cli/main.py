@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench")
+SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench", "warmup", "cache")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:

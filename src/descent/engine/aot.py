@@ -7,9 +7,10 @@ code depends on: the chain's structure, the source files of every transform in i
 descent's and torch's versions, the dtype and the machine (CPU instruction set, or GPU
 architecture). A later process loads the package without tracing or compiling anything.
 
-Packages are built by a background process (:func:`main`), one at a time and niced, so training goes on meanwhile. Each package is built under a file lock
-and renamed into place when complete: concurrent processes never read half a file and
-never build the same kernel twice. A build that fails leaves ``<digest>.failed`` with
+Packages are built by a background process (:func:`main`), one at a time and niced, so
+training goes on meanwhile. Each is built under a file lock and renamed into place when
+complete: concurrent processes never read half a file and never build the same kernel
+twice. A build that fails leaves ``<digest>.failed`` with
 the reason (``descent cache clear`` forgets it).
 """
 
@@ -201,8 +202,7 @@ def portable(chain: Chain) -> Chain:
 def importable(chain: Chain) -> bool:
     """Whether another process can unpickle the chain's transforms."""
     return all(
-        type(t).__module__ != "__main__" and "<locals>" not in type(t).__qualname__
-        for t in chain.transforms
+        type(t).__module__ != "__main__" and "<locals>" not in type(t).__qualname__ for t in chain.transforms
     )
 
 
@@ -318,7 +318,10 @@ class Builder:
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None
         if self.proc is None and self.queue:
-            batch = [(k, Spec(portable(s.chain), s.statics, s.names, s.dtype, s.device)) for k, s in self.queue.items()]
+            batch = [
+                (k, Spec(portable(s.chain), s.statics, s.names, s.dtype, s.device))
+                for k, s in self.queue.items()
+            ]
             self.sent.update(self.queue)
             self.queue.clear()
             self.proc = _spawn(pickle.dumps(batch))
@@ -368,4 +371,3 @@ def main() -> int:
     for key, spec in batch:
         build_once(key, spec, log)
     return 0
-

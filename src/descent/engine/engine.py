@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain
-from .kernels import KERNEL_MIN, compile_mode, compute_dtype, interchangeable, kernel_for, pack, run_eager
-from .storage import Bucket, plan
+from .kernels import KERNEL_MIN, compile_mode, kernel_for, pack, run_eager, scalar_tensor
+from .storage import Bucket, plan, real_dtype, scalar_dtype
 
 if TYPE_CHECKING:
     from ..optim.base import RuleOptimizer
+
 
 @dataclass
 class _Group:
@@ -39,6 +40,27 @@ class Engine:
         self.groups: list[_Group | None] = []
         #: set by load_state_dict: every bucket re-reads ``optimizer.state`` next step
         self.reload = False
+
+    def prefetch(self) -> None:
+        """Ask now for the kernels the first step will run: a cached one loads (a few ms),
+        a missing one starts building while the model runs its first forward pass."""
+        if self.compile is False:
+            return
+        try:
+            self._prefetch()
+        except Exception:  # only a head start: the first step asks again and reports errors
+            return
+
+    def _prefetch(self) -> None:
+        for group in self.opt.param_groups:
+            params = [p for p in group["params"] if self.flat or p.numel() >= KERNEL_MIN]
+            if not params:
+                continue
+            chain = self.opt.chain(group)
+            statics, names, _ = pack(first_scalars(chain, group))
+            for dtype, device in {(real_dtype(p.dtype), p.device) for p in params}:
+                if device.type != "meta":
+                    kernel_for(chain, statics, names, dtype, device).ready(False)
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> None:
@@ -68,26 +90,35 @@ class Engine:
                         self._expose(b, chain, i)
 
     def _run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> None:
-        if a == 0 and c == len(b.params):
-            host = {k: b.host[k] for k in chain.host}
-        else:
-            host = {k: b.host[k][a:c] for k in chain.host}
+        whole = a == 0 and c == len(b.params)
+        host = {k: (b.host[k] if whole else b.host[k][a:c]) for k in chain.host}
         steps = host["step"]
-        steps += 1
-        t = (steps if c - a == 1 else steps[0]).item()
-        chain.advance(group, t, host)
-        values = {k: (v if c - a == 1 else v[0]).item() for k, v in host.items()}
+        # A run's params share their host scalars: after a whole-bucket run the bucket
+        # keeps its step as a number (fill_ costs a third of += on a host tensor).
+        if whole and b.t is not None:
+            t = b.t + 1
+            steps.fill_(t)
+        else:
+            steps += 1
+            t = steps[0].item()
+        b.t = t if whole else None
+        if len(host) == 1:
+            values = {"step": t}
+        else:
+            chain.advance(group, t, host)
+            values = {k: v[0].item() for k, v in host.items()}
         p, g, bufs = b.tensors(a, c, chain.state)
         if p.numel() == 0:
             return
         statics, names, numbers = pack(chain.scalars(group, t, values))
-        scal = torch.tensor(numbers, dtype=compute_dtype(p.dtype), device=p.device)
+        scal = scalar_tensor(numbers, p)
         if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
             kern = b.kernels.get((chain, statics, names))
             if kern is None:
-                kern = b.kernels[(chain, statics, names)] = kernel_for(chain, statics, names, p)
-            if kern.ready(wait=self.compile is True or not interchangeable(p.dtype, p.device)):
-                kern([p, g, scal, *bufs])
+                kern = kernel_for(chain, statics, names, p.dtype, p.device)
+                b.kernels[(chain, statics, names)] = kern
+            if kern.ready(True if self.compile is True else None):
+                kern.fn([p, g, scal, *bufs])
                 return
         run_eager(chain, statics, names, scal, p, g, bufs)
 
@@ -151,6 +182,7 @@ class Engine:
                     b.state_view(name, i).copy_(old)
             self._expose(b, chain, i)
         b.uniform = False
+        b.t = None
 
     def _expose(self, b: Bucket, chain: Chain, i: int) -> None:
         """Publish param ``i``'s state in ``optimizer.state`` as views of the buffers."""
@@ -179,3 +211,11 @@ class Engine:
         for b in buckets:
             b.G.zero_()
         return True
+
+
+def first_scalars(chain: Chain, group: dict[str, Any]) -> list:
+    """The chain's scalars at step 1 of a fresh param."""
+    host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
+    host["step"] += 1
+    chain.advance(group, 1.0, host)
+    return chain.scalars(group, 1.0, {k: v.item() for k, v in host.items()})

@@ -16,6 +16,7 @@ where AOTInductor is unavailable or the chain's code has no source file to name 
 
 from __future__ import annotations
 
+import array
 import os
 import time
 import types
@@ -51,12 +52,35 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list[float]]:
-    """Separate static (bool) scalars from numeric ones, in a stable layout."""
-    statics = tuple(tuple((k, v) for k, v in h.items() if isinstance(v, bool)) for h in hs)
-    names = tuple(tuple(k for k, v in h.items() if not isinstance(v, bool)) for h in hs)
-    values = [float(v) for h in hs for v in h.values() if not isinstance(v, bool)]
-    return statics, names, values
+def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
+    """Separate static (bool) scalars from numeric ones, in a stable layout:
+    ``(statics, names, numbers)``."""
+    statics, names, numbers = [], [], []
+    for h in hs:
+        fixed, keys = [], []
+        for k, v in h.items():
+            if v is True or v is False:
+                fixed.append((k, v))
+            else:
+                keys.append(k)
+                numbers.append(v)
+        statics.append(tuple(fixed))
+        names.append(tuple(keys))
+    return tuple(statics), tuple(names), numbers
+
+
+def scalar_tensor(numbers: list, like: Tensor) -> Tensor:
+    """The numbers as one 1-D tensor in ``like``'s compute precision, on its device. As
+    torch rounds a Python scalar for an op on float32 (or bf16/fp16, computed in float32)
+    tensors; exact in float64."""
+    double = like.dtype == torch.float64
+    if not numbers:
+        return torch.empty(0, dtype=torch.float64 if double else torch.float32, device=like.device)
+    # frombuffer over an array: a third of torch.tensor(list)'s cost (1 µs vs 3 µs)
+    host = torch.frombuffer(
+        array.array("d" if double else "f", numbers), dtype=torch.float64 if double else torch.float32
+    )
+    return host if like.device.type == "cpu" else host.to(like.device)
 
 
 # -- eager ------------------------------------------------------------------------------
@@ -101,23 +125,26 @@ class Kernel:
         self.dead = False
         self.key: str | None = None
         self.next_look = 0.0
+        self.interim = interchangeable(spec.dtype, device)
         if aot.available():
             try:
                 self.key = aot.digest(spec)
             except aot.Uncacheable:
                 self.key = None
 
-    def __call__(self, args: list[Tensor]) -> None:
-        assert self.fn is not None
-        self.fn(args)
-        stats["compiled_calls"] += 1
+    def ready(self, wait: bool | None = None) -> bool:
+        """True when :attr:`fn` can run.
 
-    def ready(self, wait: bool) -> bool:
-        """True when the kernel can run; with ``wait``, build or load it first."""
+        ``wait=True`` builds or loads the kernel first; ``False`` asks for it to be built
+        and answers at once; ``None`` (a ``compile="auto"`` step) waits only where eager
+        steps cannot stand in for the kernel bit for bit.
+        """
         if self.fn is not None:
             return True
         if self.dead:
             return False
+        needed = wait is True or (wait is None and not self.interim)
+        wait = needed
         if self.key is None:
             return self._jit() if wait else False
         now = time.monotonic()
@@ -132,6 +159,8 @@ class Kernel:
                 return self._give_up(failed.read_text().splitlines()[1:2])
             if not aot.importable(self.spec.chain):
                 return self._build_here() if wait else False
+            if not wait and self.interim and not background_builds():
+                return False
             aot.builder.request(self.key, self.spec)
             if not wait:
                 return False
@@ -145,7 +174,7 @@ class Kernel:
         except Exception as exc:  # a damaged file: forget it, it is rebuilt next time
             path.unlink(missing_ok=True)
             return self._give_up([f"loading {path.name} failed: {exc}"])
-        self.fn = runner.run
+        self.fn = _counted(runner.run)
         stats["loaded"] += 1
         return True
 
@@ -161,7 +190,7 @@ class Kernel:
             fn = _compile(self.spec)
         except Exception as exc:
             return self._give_up([f"{type(exc).__name__}: {exc}"])
-        self.fn = fn
+        self.fn = _counted(fn)
         return True
 
     def _give_up(self, why: Sequence[str]) -> bool:
@@ -173,6 +202,20 @@ class Kernel:
             stacklevel=5,
         )
         return False
+
+
+def _counted(fn: Callable[[list[Tensor]], object]) -> Callable[[list[Tensor]], None]:
+    def run(args: list[Tensor]) -> None:
+        fn(args)
+        stats["compiled_calls"] += 1
+
+    return run
+
+
+def background_builds() -> bool:
+    """``DESCENT_BUILD=0`` stops ``compile="auto"`` from starting builds (cached kernels
+    are still used; ``compile=True`` still builds what it needs)."""
+    return os.environ.get("DESCENT_BUILD", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
@@ -193,12 +236,15 @@ def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
 _kernels: dict[Hashable, Kernel] = {}
 
 
-def kernel_for(chain: Chain, statics: tuple, names: tuple, p: Tensor) -> Kernel:
-    """The (cached) kernel of ``chain`` with these statics for buffers like ``p``."""
-    k = (chain.key, statics, names, p.dtype, p.device)
+def kernel_for(
+    chain: Chain, statics: tuple, names: tuple, dtype: torch.dtype, device: torch.device
+) -> Kernel:
+    """The (cached) kernel of ``chain`` with these statics for buffers of ``dtype`` on
+    ``device``."""
+    k = (chain.key, statics, names, dtype, device)
     kern = _kernels.get(k)
     if kern is None:
-        kern = _kernels[k] = Kernel(Spec(chain, statics, names, p.dtype, p.device.type), p.device)
+        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type), device)
     return kern
 
 

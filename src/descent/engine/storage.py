@@ -78,9 +78,7 @@ def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]
     candidates = [p for p in params if flattenable(p)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     chosen = {
-        id(p)
-        for p in candidates
-        if not p.numel() or homed(p) or owners[p.untyped_storage().data_ptr()] == 1
+        id(p) for p in candidates if not p.numel() or homed(p) or owners[p.untyped_storage().data_ptr()] == 1
     }
     buckets: dict[tuple, list[Tensor]] = {}
     singles: list[tuple[list[Tensor], bool]] = []
@@ -90,6 +88,11 @@ def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]
         else:
             singles.append(([p], False))
     return [(ps, True) for ps in buckets.values()] + singles
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernel sees for params of ``dtype`` (complex as real pairs)."""
+    return dtype.to_real() if dtype.is_complex else dtype
 
 
 def _real(t: Tensor) -> Tensor:
@@ -110,6 +113,8 @@ class Bucket:
         self.exposed = bytearray(n)
         #: every param has the same host scalars (so the bucket runs as one)
         self.uniform = False
+        #: the step count after the last whole-bucket run (None: read it from ``host``)
+        self.t: float | None = None
         self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, list[Tensor]]] = {}
         #: kernels by (chain, statics, names), so a step finds its kernel without hashing
         self.kernels: dict = {}
@@ -199,6 +204,7 @@ class Bucket:
     def allocate_host(self, name: str, value: float) -> Tensor:
         buf = torch.full((len(self.params),), value, dtype=scalar_dtype())
         self.host[name] = buf
+        self.t = None
         return buf
 
     # -- runs ----------------------------------------------------------------------------

@@ -57,8 +57,11 @@ class RuleOptimizer(Optimizer):
             )
         self._validate(defaults)
         self._chains: dict[tuple, Chain] = {}
+        #: per param group (by id): its flag values last seen and their chain
+        self._last_chain: dict[int, tuple[tuple, Chain]] = {}
         self._engine = Engine(self, flat=flat, compile=compile)
         super().__init__(params, defaults)
+        self._engine.prefetch()
 
     def _validate(self, values: Mapping[str, Any]) -> None:
         validate(values, self.checks)
@@ -75,7 +78,11 @@ class RuleOptimizer(Optimizer):
 
     def chain(self, group: Mapping[str, Any]) -> Chain:
         """The full chain for ``group``, built once per structure."""
-        key = tuple(_truth(group.get(k)) for k in self.flags)
+        raw = tuple(map(group.get, self.flags))
+        last = self._last_chain.get(id(group))
+        if last is not None and last[0] == raw:
+            return last[1]
+        key = tuple(map(_truth, raw))
         chain = self._chains.get(key)
         if chain is None:
             decay = _truth(group.get("weight_decay", 0))
@@ -87,17 +94,22 @@ class RuleOptimizer(Optimizer):
                 decoupled=decay and decoupled,
             )
             self._chains[key] = chain
+        self._last_chain[id(group)] = (raw, chain)
         return chain
 
     # -- torch.optim.Optimizer -----------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._engine.step()
+        grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
+        try:
+            self._engine.step()
+        finally:
+            torch._C._set_grad_enabled(grad)
         return loss
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
 #: How a transform names a hyperparameter of its param group: a key (``"lr"``), a key
 #: and an index (``("betas", 0)``), or a function of the group.
 Hyper = str | tuple[str, int] | Callable[[Mapping[str, Any]], float]

@@ -1,0 +1,137 @@
+"""The kernel cache as a user sees it: build ahead of time, list, clear."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..rules.base import Chain
+from . import aot
+from .kernels import pack
+from .storage import scalar_dtype
+
+#: Steps whose scalars are probed for static settings (RAdam's switch to its adaptive
+#: step comes at step 6 with β₂ = 0.999; later steps only repeat the last setting).
+PROBE_STEPS = 12
+
+
+def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[aot.Spec]:
+    """Every kernel ``opt``'s steps run for params of ``dtype`` on ``device``: one per
+    param group structure and per static setting its scalars take over the first steps."""
+    out: dict[tuple, aot.Spec] = {}
+    for group in opt.param_groups:
+        chain: Chain = opt.chain(group)  # type: ignore[attr-defined]
+        host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
+        for t in range(1, PROBE_STEPS + 1):
+            host["step"] += 1
+            chain.advance(group, float(t), host)
+            values = {k: v.item() for k, v in host.items()}
+            statics, names, _ = pack(chain.scalars(group, float(t), values))
+            out.setdefault((chain.key, statics, names), aot.Spec(chain, statics, names, dtype, device))
+    return list(out.values())
+
+
+@dataclass
+class Summary:
+    built: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def warmup(
+    optimizers: Iterable[torch.optim.Optimizer],
+    dtypes: Iterable[torch.dtype],
+    device: str,
+    log: Callable[[str], None] = print,
+) -> Summary:
+    """Build (in this process, under the same locks as background builds) every kernel
+    the optimizers' steps need that is not in the cache yet."""
+    if not aot.available():
+        raise RuntimeError(f"this torch ({torch.__version__}) cannot build AOTInductor packages")
+    todo: dict[str, aot.Spec] = {}
+    for opt in optimizers:
+        for dtype in dtypes:
+            for spec in specs(opt, dtype, device):
+                todo.setdefault(aot.digest(spec), spec)
+    summary = Summary()
+    start = time.perf_counter()
+    for i, (key, spec) in enumerate(todo.items(), 1):
+        pt2, failed, _ = aot.paths(key)
+        if pt2.exists():
+            summary.present.append(key)
+            continue
+        t0 = time.perf_counter()
+        ok = aot.build_once(key, spec)
+        (summary.built if ok else summary.failed).append(key)
+        why = "" if ok else " FAILED: " + (failed.read_text().splitlines()[1:2] or [""])[0]
+        log(f"[{i}/{len(todo)}] {spec.describe():40s} {time.perf_counter() - t0:6.1f} s{why}")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+@dataclass
+class Entry:
+    key: str
+    path: Path
+    size: int
+    kernel: str
+    built: str
+    seconds: float | None
+    failed: str | None = None
+
+
+def info() -> list[Entry]:
+    """What the cache holds: every package (and every recorded failure)."""
+    d = aot.kernel_dir()
+    out = []
+    for path in sorted(d.glob("*.pt2")) if d.exists() else []:
+        meta = {}
+        side = path.with_suffix(".json")
+        if side.exists():
+            meta = json.loads(side.read_text())
+        out.append(
+            Entry(
+                path.stem,
+                path,
+                path.stat().st_size,
+                meta.get("kernel", "?"),
+                meta.get("built", "?"),
+                meta.get("seconds"),
+            )
+        )
+    for path in sorted(d.glob("*.failed")) if d.exists() else []:
+        lines = path.read_text().splitlines()
+        out.append(
+            Entry(
+                path.stem,
+                path,
+                path.stat().st_size,
+                lines[0] if lines else "?",
+                "-",
+                None,
+                " ".join(lines[1:2]),
+            )
+        )
+    return out
+
+
+def clear() -> tuple[int, int]:
+    """Delete every package, record and lock; ``(files, bytes)`` removed."""
+    d = aot.kernel_dir()
+    files = size = 0
+    if not d.exists():
+        return 0, 0
+    # A process that loaded a package keeps its mapping; one building writes a temporary
+    # file and renames it into place, so deleting under it is safe.
+    for path in d.iterdir():
+        if path.is_file() and path.suffix in (".pt2", ".json", ".failed", ".lock", ".log"):
+            size += path.stat().st_size
+            path.unlink(missing_ok=True)
+            files += 1
+    return files, size
