@@ -16,6 +16,7 @@ the reason (``descent cache clear`` forgets it).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import functools
@@ -29,14 +30,16 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..rules import base as rules_base
-from ..rules.base import Chain, Scalars
+from ..rules.base import Chain
+from . import body as step_body
+from .body import Step, options
 
 #: Where kernels go: ``$DESCENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/descent``, else
 #: ``~/.cache/descent``.
@@ -81,42 +84,6 @@ class Spec:
         return f"{kinds} {str(self.dtype).removeprefix('torch.')} {self.device}"
 
 
-def unpack(statics: tuple, names: tuple, numbers: Sequence) -> list[Scalars]:
-    """Per-transform scalar dicts from the flat ``numbers`` (0-d tensors) and statics."""
-    hs = []
-    i = 0
-    for fixed, keys in zip(statics, names):
-        h = dict(fixed)
-        for k in keys:
-            h[k] = numbers[i]
-            i += 1
-        hs.append(h)
-    return hs
-
-
-class Step(torch.nn.Module):
-    """The kernel's body: the chain's update over 1-D buffers, every number in ``scal``."""
-
-    def __init__(self, spec: Spec):
-        super().__init__()
-        self.spec = spec
-
-    def forward(self, p, g, scal, bufs):
-        spec = self.spec
-        hs = unpack(spec.statics, spec.names, scal.unbind())
-        spec.chain.update(p, g, dict(zip(spec.state, bufs)), hs)
-
-
-def options() -> dict[str, object]:
-    # With dynamic sizes inductor decides from the size seen at compile time whether a
-    # CPU loop gets an OpenMP parallel region; dynamic_threads always emits it and lets
-    # OpenMP size it at run time (a kernel traced on a small buffer ran single-threaded
-    # on big ones: 16 vs 24 GB/s measured on 2 cores).
-    from torch._inductor import config
-
-    return {"cpp.dynamic_threads": True} if hasattr(config.cpp, "dynamic_threads") else {}
-
-
 # -- names ------------------------------------------------------------------------------
 class Uncacheable(Exception):
     """The chain's code cannot be pinned down by its source files."""
@@ -152,7 +119,7 @@ def _stable(obj: Hashable) -> str:
 
 @functools.cache
 def _sources(classes: tuple[type, ...]) -> tuple[str, ...]:
-    files = {inspect.getsourcefile(rules_base), __file__}
+    files = {inspect.getsourcefile(rules_base), inspect.getsourcefile(step_body)}
     for cls in classes:
         for klass in cls.__mro__:
             if klass is object:
@@ -307,6 +274,13 @@ class Builder:
         self.queue: dict[str, Spec] = {}
         self.sent: set[str] = set()
         self.proc: subprocess.Popen | None = None
+        atexit.register(self._detach)
+
+    def _detach(self) -> None:
+        # A build still running at exit is left to finish (it runs in its own session and
+        # the next process loads its kernel); marking it reaped keeps Popen from warning.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.returncode = 0
 
     def request(self, key: str, spec: Spec) -> None:
         if key not in self.sent and key not in self.queue:

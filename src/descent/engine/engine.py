@@ -9,6 +9,7 @@ a run, so it does not move and its state does not advance, as in torch.optim.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ class Engine:
         self.groups: list[_Group | None] = []
         #: set by load_state_dict: every bucket re-reads ``optimizer.state`` next step
         self.reload = False
+        #: times another descent optimizer took params out of this one's buffers
+        self.retaken = 0
 
     def prefetch(self) -> None:
         """Ask now for the kernels the first step will run: a cached one loads (a few ms),
@@ -135,6 +138,8 @@ class Engine:
             or not all(b.intact() for b in entry.buckets)
         )
         if fresh:
+            if entry is not None and any(b.taken() for b in entry.buckets):
+                self._taken()
             buckets = [Bucket(ps, f) for ps, f in plan(params, self.flat)]
             entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
@@ -143,6 +148,19 @@ class Engine:
             if fresh or self.reload or (grown and 1 in b.exposed):
                 self._adopt(b, chain)
         return entry
+
+    def _taken(self) -> None:
+        """Another descent optimizer re-homed this one's params; moving them back is a
+        full copy, harmless once (a rebuilt optimizer) but costly on every step."""
+        self.retaken += 1
+        if self.retaken == 3:
+            warnings.warn(
+                f"descent: another optimizer keeps taking this {type(self.opt).__name__}'s params "
+                "into its own flat buffer, so each step moves them back (a full copy; the numbers "
+                "stay right). Step the params with one optimizer, or pass flat=False to one of them.",
+                RuntimeWarning,
+                stacklevel=5,
+            )
 
     def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> bool:
         """Allocate the buffers ``chain`` needs that ``b`` lacks (the first step, or a

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
-from .aot import Spec, unpack
+from .aot import Spec
+from .body import Step, options, unpack
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
 #: bounded instead of proportional to the parameter count. Not smaller: every eager op is
@@ -219,7 +220,7 @@ def background_builds() -> bool:
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
-    body = aot.Step(spec).forward
+    body = Step(spec).forward
     stats["built"] += 1
     # One code object per kernel, so dynamo's per-code recompile limit is not shared.
     name = f"descent_step_{stats['built']}"
@@ -229,7 +230,7 @@ def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
 
     code = kernel.__code__.replace(co_name=name)
     fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
-    compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=aot.options())
+    compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=options())
     return lambda args: compiled(*args)
 
 

@@ -154,6 +154,11 @@ class Bucket:
         """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
         return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
 
+    def taken(self) -> bool:
+        """Some param left this buffer for another descent buffer."""
+        own = self.P.untyped_storage().data_ptr() if self.flat else None
+        return self.flat and any(homed(p) and p.untyped_storage().data_ptr() != own for p in self.params)
+
     # -- gradients -----------------------------------------------------------------------
     def grads_in_place(self) -> bool:
         """Every ``p.grad`` is still its view of the flat gradient buffer."""

@@ -1,0 +1,49 @@
+"""The code every compiled kernel is made of (its source is part of each kernel's name)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..rules.base import Scalars
+
+if TYPE_CHECKING:
+    from .aot import Spec
+
+
+def unpack(statics: tuple, names: tuple, numbers: Sequence) -> list[Scalars]:
+    """Per-transform scalar dicts from the flat ``numbers`` (0-d tensors) and statics."""
+    hs = []
+    i = 0
+    for fixed, keys in zip(statics, names):
+        h = dict(fixed)
+        for k in keys:
+            h[k] = numbers[i]
+            i += 1
+        hs.append(h)
+    return hs
+
+
+class Step(torch.nn.Module):
+    """The kernel's body: the chain's update over 1-D buffers, every number in ``scal``."""
+
+    def __init__(self, spec: Spec):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, p, g, scal, bufs):
+        spec = self.spec
+        hs = unpack(spec.statics, spec.names, scal.unbind())
+        spec.chain.update(p, g, dict(zip(spec.state, bufs)), hs)
+
+
+def options() -> dict[str, object]:
+    # With dynamic sizes inductor decides from the size seen at compile time whether a
+    # CPU loop gets an OpenMP parallel region; dynamic_threads always emits it and lets
+    # OpenMP size it at run time (a kernel traced on a small buffer ran single-threaded
+    # on big ones: 16 vs 24 GB/s measured on 2 cores).
+    from torch._inductor import config
+
+    return {"cpp.dynamic_threads": True} if hasattr(config.cpp, "dynamic_threads") else {}
