@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,11 +192,13 @@ def build(spec: Spec, dest: Path) -> float:
     )
     size = torch.export.Dim("n", min=2)
     shapes = ({0: size}, {0: size}, None, [{0: size} for _ in spec.state])
-    with torch.no_grad():
-        program = torch.export.export(Step(spec), args, dynamic_shapes=shapes)
     tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp.pt2")
     try:
-        aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch's own deprecation notices from inside export, not about this code
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            program = torch.export.export(Step(spec), args, dynamic_shapes=shapes)
+            aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -118,7 +119,7 @@ class RuleOptimizer(Optimizer):
         given = {k: v for k, v in param_group.items() if k != "params"}
         validate(given, self.checks)
         self._validate({**self.defaults, **given})
-        super().add_param_group(param_group)
+        _unwrapped("add_param_group")(self, param_group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -140,7 +141,16 @@ class RuleOptimizer(Optimizer):
         views: the fastest loop.
         """
         if set_to_none or not self._engine.zero_grads_in_place():
-            super().zero_grad(set_to_none=set_to_none)
+            _unwrapped("zero_grad")(self, set_to_none=set_to_none)
+
+
+def _unwrapped(name: str) -> Callable[..., Any]:
+    """torch.optim.Optimizer's method ``name``, without its ``torch._disable_dynamo``
+    wrapper while dynamo is not loaded. The wrapper only keeps dynamo from tracing the
+    method, and sets that up by importing dynamo at the first call: a second (measured
+    1.0 s) of every process's first step, spent on a compiler this engine does not use."""
+    fn = getattr(Optimizer, name)
+    return fn if "torch._dynamo" in sys.modules else getattr(fn, "__wrapped__", fn)
 
 
 def _truth(value: Any) -> bool:

@@ -1,0 +1,209 @@
+"""The kernel cache, as processes meet it: a cold first run and a warm one give the same
+bits, a warm process loads without tracing or compiling, concurrent processes build a
+kernel once, a failed build is recorded and the steps run eagerly, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from descent.cli.main import main as cli
+from descent.engine import aot, cache
+
+pytestmark = pytest.mark.compiled
+
+TRAIN = textwrap.dedent(
+    r"""
+    import json, sys, time, torch, descent
+    from descent.engine import aot, kernels
+    mode = {"auto": "auto", "1": True, "0": False}[sys.argv[1]]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = descent.RMSprop(model.parameters(), lr=0.01, momentum=0.5, centered=True, compile=mode)
+    data = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    t0 = time.perf_counter()
+    for step in range(120):
+        if step == 60 and sys.argv[2] == "hold":
+            # the cold run: give the background build the time it needs, mid-run
+            deadline = time.monotonic() + 300
+            while not list(aot.kernel_dir().glob("*.pt2")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)
+        opt.zero_grad()
+        model(data).sin().mean().backward()
+        opt.step()
+        if step == 0:
+            first = time.perf_counter() - t0
+    torch.save([p.detach() for p in model.parameters()], sys.argv[3])
+    print(json.dumps({**kernels.stats, "first_step_s": first,
+                      "inductor": "torch._inductor" in sys.modules, "dynamo": "torch._dynamo" in sys.modules}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("kernels")
+
+
+def _train(tmp_path, cache_dir, mode, hold, name, **env):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    out = tmp_path / f"{name}.pt"
+    proc = subprocess.run(
+        [sys.executable, str(script), mode, hold, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DESCENT_CACHE_DIR": str(cache_dir), "DESCENT_BUILD": "1", **env},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), torch.load(out)
+
+
+def test_cold_and_warm_runs_give_the_same_bits(tmp_path, fresh_cache):
+    """The first run on a machine steps eagerly while its kernel builds in the
+    background and switches to it mid-run; a later run uses it from the first step; a
+    run with compiling off never does. All three end on the same bits."""
+    cold, p_cold = _train(tmp_path, fresh_cache, "auto", "hold", "cold")
+    assert cold["eager_calls"] > 0 and cold["compiled_calls"] > 0, cold
+    warm, p_warm = _train(tmp_path, fresh_cache, "auto", "go", "warm")
+    assert warm["eager_calls"] == 0 and warm["compiled_calls"] == 120 and warm["loaded"] == 1, warm
+    # loading a built kernel needs neither dynamo nor inductor in the process
+    assert not warm["inductor"] and not warm["dynamo"], warm
+    off, p_off = _train(tmp_path, fresh_cache, "0", "go", "off")
+    assert off["compiled_calls"] == 0
+    for a, b, c in zip(p_cold, p_warm, p_off):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_concurrent_processes_build_a_kernel_once(tmp_path):
+    """Two processes that need the same missing kernel at the same moment: one builds,
+    the other waits on the lock and loads the result."""
+    script = tmp_path / "one.py"
+    script.write_text(
+        "import torch, descent\n"
+        "p = [torch.nn.Parameter(torch.randn(100))]\n"
+        "p[0].grad = torch.randn(100)\n"
+        "descent.Adamax(p, compile=True).step()\n"
+    )
+    env = {**os.environ, "DESCENT_CACHE_DIR": str(tmp_path / "c")}
+    procs = [subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+    log = (tmp_path / "c" / "kernels" / "build.log").read_text()
+    assert log.count(" built ") == 1, log
+    assert len(list((tmp_path / "c" / "kernels").glob("*.pt2"))) == 1
+
+
+def test_a_failed_build_is_recorded_once_and_steps_run_eagerly(tmp_path):
+    """No working C++ compiler: the build fails, the reason is kept, the steps run
+    eagerly with a warning, and a later process does not try again."""
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import warnings, torch, descent\n"
+        "from descent.engine import kernels\n"
+        "p = [torch.nn.Parameter(torch.randn(100))]\n"
+        "p[0].grad = torch.randn(100)\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    descent.Lion(p, compile=True).step()\n"
+        "print(kernels.stats['eager_calls'], kernels.stats['compiled_calls'], [str(x.message) for x in w])\n"
+    )
+    env = {**os.environ, "DESCENT_CACHE_DIR": str(tmp_path / "c"), "CXX": "/bin/false"}
+    outs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    for out in outs:
+        assert out.startswith("1 0 ") and "no compiled kernel for Lion" in out, out
+    failed = list((tmp_path / "c" / "kernels").glob("*.failed"))
+    assert len(failed) == 1 and "Lion float32 cpu" in failed[0].read_text()
+    log = (tmp_path / "c" / "kernels" / "build.log").read_text()
+    assert log.count(" failed ") == 1  # the second process did not build again
+
+
+def test_the_name_follows_the_rule_source(tmp_path, monkeypatch):
+    """Editing a transform's source gives its kernel a new name (an old kernel is never
+    loaded for new math); the name is the same in every process."""
+    from descent import rules
+    from descent.rules.base import Chain
+
+    mod = tmp_path / "my_rules.py"
+    code = (
+        "from descent.rules import Transform\n"
+        "class Halve(Transform):\n"
+        "    def apply(self, u, g, p, s, h):\n"
+        "        return u * {}\n"
+    )
+    mod.write_text(code.format("0.5"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import my_rules
+
+    def name():
+        spec = aot.Spec(Chain([my_rules.Halve()]), ((), (), ()), ((), (), ("lr",)), torch.float32, "cpu")
+        return aot.digest(spec)
+
+    first = name()
+    mod.write_text(code.format("0.25"))
+    importlib.reload(my_rules)
+    assert name() != first
+    mod.write_text(code.format("0.5"))
+    importlib.reload(my_rules)
+    assert name() == first
+    probe = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import my_rules\n"
+        "from descent.engine import aot; from descent.rules.base import Chain\n"
+        "print(aot.digest(aot.Spec(Chain([my_rules.Halve()]), ((), (), ()), ((), (), ('lr',)),"
+        " torch.float32, 'cpu')))\n"
+    )
+    other = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True)
+    assert other.stdout.strip() == first, other.stderr
+    scope: dict = {"Transform": rules.Transform}
+    exec("class Floating(Transform):\n    def apply(self, u, g, p, s, h):\n        return u\n", scope)
+    with pytest.raises(aot.Uncacheable):
+        aot.digest(aot.Spec(Chain([scope["Floating"]()]), ((), (), ()), ((), (), ("lr",)), torch.float32, "cpu"))
+
+
+def test_warmup_info_and_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DESCENT_CACHE_DIR", str(tmp_path))
+    assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "kernels") in out and "2 built" in out, out  # plain SGD, and with L2
+    assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "0 built" in out and "2 already there" in out, out
+    entries = cache.info()
+    assert len(entries) == 2 and all(e.failed is None and e.size > 0 for e in entries)
+    assert cli(["cache", "info"]) == 0
+    assert "2 kernels" in capsys.readouterr().out
+    assert cli(["cache", "clear"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert cache.info() == [] and not list((tmp_path / "kernels").glob("*.pt2"))
+
+
+def test_warmup_rejects_bad_input(capsys):
+    assert cli(["warmup", "--dtypes", "float8"]) == 2
+    assert "Invalid dtype 'float8'" in capsys.readouterr().err
+    assert cli(["warmup", "--optimizers", "adamz"]) == 2
+    assert "Unknown optimizer 'adamz'" in capsys.readouterr().err
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DESCENT_CACHE_DIR", str(tmp_path / "x"))
+    assert aot.kernel_dir() == tmp_path / "x" / "kernels"
+    monkeypatch.delenv("DESCENT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert aot.kernel_dir() == tmp_path / "xdg" / "descent" / "kernels"
+    assert Path(aot.kernel_dir()).parent.name == "descent"
