@@ -135,3 +135,90 @@ def test_parity_with_torch_on_the_flat_path_of_a_real_model():
         ref.step()
     for a, b in zip(ours, theirs):
         assert rel_err(a, b) <= 1e-10
+
+
+def _train(model, opt, x, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+
+
+def test_a_second_optimizer_over_the_same_params_gets_flat_storage():
+    """Build an optimizer again over params an earlier one re-homed (a notebook cell run
+    twice, a second training phase): the new one gets one flat buffer and one run, and
+    the numbers are torch.optim's."""
+    m1, m2 = _model(dtype=torch.float64), _model(dtype=torch.float64)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    _train(m1, descent.Adam(m1.parameters(), lr=0.01), x, 3)
+    _train(m2, torch.optim.Adam(m2.parameters(), lr=0.01), x, 3)
+    opt = descent.Adam(m1.parameters(), lr=0.02, weight_decay=0.1)
+    _train(m1, opt, x, 4)
+    _train(m2, torch.optim.Adam(m2.parameters(), lr=0.02, weight_decay=0.1), x, 4)
+    (bucket,) = opt._engine.groups[0].buckets
+    assert bucket.flat and bucket.uniform
+    assert {_storage(p) for p in m1.parameters()} == {_storage(bucket.P)}
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert rel_err(a, b) <= 1e-12
+
+
+def test_a_garbage_collected_optimizers_buffer_is_rehomed():
+    import gc
+
+    model = _model()
+    x = torch.randn(6, 5)
+    _train(model, descent.SGD(model.parameters(), lr=0.1, momentum=0.9), x, 2)
+    gc.collect()  # the optimizer is gone; its buffer lives on through the params
+    opt = descent.SGD(model.parameters(), lr=0.1)
+    _train(model, opt, x, 1)
+    (bucket,) = opt._engine.groups[0].buckets
+    assert bucket.flat and {_storage(p) for p in model.parameters()} == {_storage(bucket.P)}
+
+
+def test_two_optimizers_stepping_the_same_params_stay_right_and_warn():
+    """Alternating two descent optimizers over one model: each step moves the params into
+    the stepping optimizer's buffer, neither corrupts the other's state, the numbers are
+    torch.optim's, and after a few moves a warning says what it costs."""
+    m1, m2 = _model(dtype=torch.float64), _model(dtype=torch.float64)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    ours = [descent.Adam(m1.parameters(), lr=0.01), descent.SGD(m1[0].parameters(), lr=0.05, momentum=0.9)]
+    theirs = [
+        torch.optim.Adam(m2.parameters(), lr=0.01),
+        torch.optim.SGD(m2[0].parameters(), lr=0.05, momentum=0.9),
+    ]
+    with pytest.warns(RuntimeWarning, match="keeps taking this") as record:
+        for step in range(12):
+            _train(m1, ours[step % 2], x, 1)
+            _train(m2, theirs[step % 2], x, 1)
+    assert sorted(str(w.message).split("this ")[1][:4] for w in record) == ["Adam", "SGD'"]
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert rel_err(a, b) <= 1e-12
+    for o, r in zip(ours, theirs):
+        for (_, sa), (_, sb) in zip(o.state_dict()["state"].items(), r.state_dict()["state"].items()):
+            for key in sb:
+                assert rel_err(sa[key], sb[key]) <= 1e-12, key
+
+
+def test_a_window_of_a_users_buffer_is_not_taken():
+    """A param that is a window into a larger tensor of the user's stays there (it may be
+    shared on purpose); only descent's own buffers are moved freely."""
+    base = torch.zeros(20)
+    p = torch.nn.Parameter(base[4:14])
+    opt = descent.SGD([p], lr=1.0)
+    p.grad = torch.ones(10)
+    opt.step()
+    assert _storage(p) == _storage(base) and base[4:14].eq(-1).all() and base[:4].eq(0).all()
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_per_tensor_runs_have_no_temporaries_proportional_to_the_tensor(compile):
+    from torch.profiler import ProfilerActivity, profile
+
+    params = [torch.nn.Parameter(torch.randn(2048, 2048))]  # 16 MB, kept where it is
+    opt = descent.Adam(params, flat=False, compile=compile)
+    params[0].grad = torch.randn_like(params[0])
+    opt.step()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        opt.step()
+    biggest = max([e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0], default=0)
+    assert biggest <= CHUNK * 8, f"a {biggest}-byte temporary during the step"

@@ -9,7 +9,6 @@ a run, so it does not move and its state does not advance, as in torch.optim.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain
-from .kernels import KERNEL_MIN, compile_mode, kernel_for, pack, run_eager, scalar_tensor
+from .kernels import KERNEL_MIN, compile_mode, kernel_for, pack, run_eager, scalar_tensor, warn
 from .storage import Bucket, plan, real_dtype, scalar_dtype
 
 if TYPE_CHECKING:
@@ -154,12 +153,10 @@ class Engine:
         full copy, harmless once (a rebuilt optimizer) but costly on every step."""
         self.retaken += 1
         if self.retaken == 3:
-            warnings.warn(
+            warn(
                 f"descent: another optimizer keeps taking this {type(self.opt).__name__}'s params "
                 "into its own flat buffer, so each step moves them back (a full copy; the numbers "
-                "stay right). Step the params with one optimizer, or pass flat=False to one of them.",
-                RuntimeWarning,
-                stacklevel=5,
+                "stay right). Step the params with one optimizer, or pass flat=False to one of them."
             )
 
     def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import os
+import sys
 import time
 import types
 import warnings
@@ -196,13 +197,22 @@ class Kernel:
 
     def _give_up(self, why: Sequence[str]) -> bool:
         self.dead = True
-        warnings.warn(
+        warn(
             f"descent: no compiled kernel for {self.spec.describe()} ({' '.join(why)}); "
-            "its steps run eagerly instead (same numbers on the CPU, slower).",
-            RuntimeWarning,
-            stacklevel=5,
+            "its steps run eagerly instead (same numbers on the CPU, slower)."
         )
         return False
+
+
+_INTERNAL = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+
+
+def warn(message: str) -> None:
+    """A RuntimeWarning attributed to the first caller outside descent and torch."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level + 1)
 
 
 def _counted(fn: Callable[[list[Tensor]], object]) -> Callable[[list[Tensor]], None]:
