@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bench
+from .. import bench, bench_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,12 +18,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=bench.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--sizes",
+        nargs="?",
+        const=",".join(bench_sizes.SIZES),
+        default=None,
+        help="the size sweep instead: transformer layouts of 1K … 51M params, alternated rounds against "
+        f"torch.optim (optionally a comma-separated subset of {', '.join(bench_sizes.SIZES)})",
+    )
     p.add_argument("--optimizers", default=",".join(bench.OPTIMIZERS), help="comma-separated keys")
     p.add_argument("--impls", default=",".join(bench.IMPLS), help="comma-separated implementations")
     p.add_argument("--few", default=None, help="'few big tensors' layout as COUNTxSIZE")
     p.add_argument("--many", default=None, help="'many small tensors' layout as COUNTxSIZE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--repeat", type=int, default=10, help="timed steps per case (median reported)")
+    p.add_argument(
+        "--repeat", type=int, default=10, help="timed steps per case (median reported); rounds with --sizes"
+    )
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-first-step", action="store_true", help="skip the fresh-process first-step timing")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -32,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sizes is not None:
+        return _run_sizes(args)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         layouts = bench.default_layouts(device)
@@ -57,4 +69,28 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report.to_json())
     print(report.to_json() if args.json else bench.format_table(report))
+    return 0
+
+
+def _run_sizes(args: argparse.Namespace) -> int:
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if args.repeat < 1:
+            raise ValueError(f"Invalid --repeat {args.repeat}")
+        impls = args.impls if args.impls != ",".join(bench.IMPLS) else ",".join(bench_sizes.CONTENDERS)
+        report = bench_sizes.run_sizes(
+            [k.strip() for k in args.optimizers.split(",") if k.strip()],
+            [s.strip() for s in args.sizes.split(",") if s.strip()],
+            impls=[k.strip() for k in impls.split(",") if k.strip()],
+            device=device,
+            rounds=args.repeat,
+            first_step=not args.no_first_step,
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"descent bench: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(bench_sizes.to_json(report))
+    print(bench_sizes.to_json(report) if args.json else bench_sizes.format_table(report))
     return 0
