@@ -1,12 +1,14 @@
 """Step-time benchmarks: descent against torch.optim, measured in one run.
 
 Each optimizer steps on two layouts ("few big tensors", "many small tensors") in each
-implementation: descent's compiled engine, descent's eager flat engine, and torch.optim's
-for-loop, foreach and fused variants (where torch has them). Reported per case: median
-ms/step after warm-up, GB/s over the minimal bytes a step must move (read p, g and the
-state, write p and the state), that as a percentage of the copy bandwidth measured in
-the same run, and the speedup over torch's best. First-step times (compilation
-included, cold and warm inductor cache) come from fresh processes.
+implementation: descent as a user builds it (its compiled kernel), descent's eager path,
+and torch.optim's for-loop, foreach and fused variants (where torch has them). The
+contenders step in alternated rounds (the order rotates each round, so noise hits all
+alike). Reported per case: median ms/step over the rounds and its spread, GB/s over the
+minimal bytes a step must move (read p, g and the state, write p and the state), that as
+a percentage of the copy bandwidth measured in the same run, and the speedup over
+torch's best. First-step times come from fresh processes: torch.optim, descent with its
+kernel cache warm, and descent with an empty cache.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ OPTIMIZERS: dict[str, tuple[type, str | None, dict]] = {
 
 IMPLS = ("descent", "descent-eager", "torch-forloop", "torch-foreach", "torch-fused")
 
+#: every way a contender can be built (``make``)
+MAKERS = (*IMPLS, "descent-rebuilt", "torch")
+
 
 @dataclass
 class Layout:
@@ -82,6 +87,8 @@ class Result:
     impl: str
     ms: float | None
     bytes_per_param: int
+    min_ms: float | None = None
+    max_ms: float | None = None
     gbps: float | None = None
     pct_copy: float | None = None
     speedup_vs_torch_best: float | None = None
@@ -111,14 +118,33 @@ def _sync(device: torch.device) -> None:
 def _median_ms(fn: Callable[[], None], device: torch.device, warmup: int, repeat: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
+    return statistics.median(race({"x": fn}, device, repeat)["x"])
+
+
+def race(
+    steps: dict[str, Callable[[], object]], device: torch.device, rounds: int, batch_s: float = 0.02
+) -> dict[str, list[float]]:
+    """ms/step of each contender over ``rounds`` alternated rounds (the order rotates);
+    each round times a batch of steps lasting about ``batch_s``."""
+    names = list(steps)
+    per_batch = {}
+    for name in names:
         _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        t0 = time.perf_counter()
+        steps[name]()
+        _sync(device)
+        per_batch[name] = max(1, int(batch_s / max(time.perf_counter() - t0, 1e-6)))
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, k = steps[name], per_batch[name]
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            _sync(device)
+            out[name].append((time.perf_counter() - t0) / k * 1e3)
+    return out
 
 
 def copy_bandwidth(numel: int, device: torch.device, dtype: torch.dtype, repeat: int) -> float:
@@ -136,48 +162,72 @@ def bytes_per_param(key: str, element_size: int) -> int:
     return element_size * (3 + 2 * len(probe.chain(probe.param_groups[0]).state))
 
 
-def _params(layout: Layout, device: torch.device, dtype: torch.dtype) -> list[torch.nn.Parameter]:
+def params(shapes: Sequence[tuple[int, ...]], device: torch.device, dtype: torch.dtype) -> list:
+    """Seeded params with gradients (the same for every contender)."""
     gen = torch.Generator(device=device).manual_seed(0)
     out = []
-    for _ in range(layout.count):
-        p = torch.nn.Parameter(torch.randn(layout.size, device=device, dtype=dtype, generator=gen))
-        p.grad = torch.randn(layout.size, device=device, dtype=dtype, generator=gen) * 1e-3
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, device=device, dtype=dtype, generator=gen))
+        p.grad = torch.randn(shape, device=device, dtype=dtype, generator=gen) * 1e-3
         out.append(p)
     return out
 
 
-def _make(impl: str, key: str, params: list) -> torch.optim.Optimizer:
+def make(impl: str, key: str, params: list) -> torch.optim.Optimizer:
+    """Build contender ``impl`` (one of :data:`MAKERS`) of optimizer ``key``."""
     cls, torch_name, kw = OPTIMIZERS[key]
     if impl == "descent":
-        return cls(params, compile=True, **kw)
+        return cls(params, **kw)  # as a user builds it
     if impl == "descent-eager":
         return cls(params, compile=False, **kw)
+    if impl == "descent-rebuilt":
+        cls(params, **kw).step()  # an earlier optimizer re-homed the params and stepped
+        return cls(params, **kw)
     if torch_name is None:
         raise NotImplementedError("torch.optim has no such optimizer")
-    variant = {"torch-forloop": {"foreach": False}, "torch-foreach": {"foreach": True}}.get(
-        impl, {"fused": True}
-    )
-    return getattr(torch.optim, torch_name)(params, **kw, **variant)
+    variants = {
+        "torch": {},
+        "torch-forloop": {"foreach": False},
+        "torch-foreach": {"foreach": True},
+        "torch-fused": {"fused": True},
+    }
+    return getattr(torch.optim, torch_name)(params, **kw, **variants[impl])
 
 
-def time_case(
-    key: str, layout: Layout, impl: str, device: torch.device, dtype: torch.dtype, warmup: int, repeat: int
-) -> Result:
-    elem = torch.empty((), dtype=dtype).element_size()
-    params = _params(layout, device, dtype)
-    try:
-        opt = _make(impl, key, params)
-        opt.step()  # state allocated, kernel compiled
-    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
-        return Result(
-            key, layout.name, layout.count, layout.numel, impl, None, 0, note=str(exc).split("\n")[0][:80]
-        )
-    per = bytes_per_param(key, elem)
-    ms = _median_ms(opt.step, device, warmup, repeat)
-    del opt, params
+def contend(
+    key: str, shapes: Sequence[tuple[int, ...]], impls: Sequence[str], device, dtype, rounds: int
+) -> dict[str, list[float] | str]:
+    """Per contender: ms/step of each alternated round, or why it could not run."""
+    steps: dict[str, Callable[[], object]] = {}
+    out: dict[str, list[float] | str] = {}
+    keep = []
+    for impl in impls:
+        ps = params(shapes, device, dtype)
+        try:
+            opt = make(impl, key, ps)
+            for _ in range(3):  # state allocated, grads in place, caches warm
+                opt.step()
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            out[impl] = str(exc).split("\n")[0][:80]
+            continue
+        keep.append((opt, ps))
+        steps[impl] = opt.step
+    out.update(race(steps, device, rounds))
+    del keep, steps
     gc.collect()
-    gbps = layout.numel * per / ms / 1e6
-    return Result(key, layout.name, layout.count, layout.numel, impl, ms, per, gbps)
+    return out
+
+
+def warm_kernels(key: str, device: torch.device, dtype: torch.dtype, log: Callable[[str], None]) -> None:
+    """Build ``key``'s kernels before timing, so the tables measure the kernel (the first
+    steps of a machine without it run eagerly while it builds)."""
+    from .engine import cache
+
+    cls, _, kw = OPTIMIZERS[key]
+    probe = cls([torch.nn.Parameter(torch.zeros(1, device=device))], compile=False, **kw)
+    summary = cache.warmup([probe], [dtype], device.type, log=lambda s: log("  kernel " + s))
+    if summary.failed:
+        log(f"{key}: its kernel failed to build; descent's rows run eagerly")
 
 
 def run(
@@ -186,18 +236,17 @@ def run(
     impls: Sequence[str] = IMPLS,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-    warmup: int = 3,
     repeat: int = 10,
     first_step: bool = True,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Report:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for key in optimizers:
         if key not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {key!r}; choose from: {', '.join(OPTIMIZERS)}")
     for impl in impls:
-        if impl not in IMPLS:
-            raise ValueError(f"Unknown implementation {impl!r}; choose from: {', '.join(IMPLS)}")
+        if impl not in MAKERS:
+            raise ValueError(f"Unknown implementation {impl!r}; choose from: {', '.join(MAKERS)}")
     name = (
         torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
@@ -213,21 +262,28 @@ def run(
     for layout in layouts:
         report.copy_gbps[layout.name] = copy_bandwidth(layout.numel, dev, dtype, repeat)
         log(f"copy bandwidth over {layout.numel:,} elements: {report.copy_gbps[layout.name]:.1f} GB/s")
+    elem = torch.empty((), dtype=dtype).element_size()
     for key in optimizers:
+        warm_kernels(key, dev, dtype, log)
+        per = bytes_per_param(key, elem)
         for layout in layouts:
+            times = contend(key, [(layout.size,)] * layout.count, impls, dev, dtype, repeat)
             batch = []
-            for impl in impls:
-                r = time_case(key, layout, impl, dev, dtype, warmup, repeat)
-                log(
-                    f"{key:9s} {layout.name:10s} {impl:14s} "
-                    + (f"{r.ms:9.3f} ms" if r.ms else f"n/a ({r.note})")
-                )
-                batch.append(r)
+            for impl, ts in times.items():
+                base = (key, layout.name, layout.count, layout.numel, impl)
+                if isinstance(ts, str):
+                    batch.append(Result(*base, None, 0, note=ts))
+                    log(f"{key:9s} {layout.name:10s} {impl:14s} n/a ({ts})")
+                    continue
+                ms = statistics.median(ts)
+                batch.append(Result(*base, ms, per, min(ts), max(ts), layout.numel * per / ms / 1e6))
+                log(f"{key:9s} {layout.name:10s} {impl:14s} {ms:9.3f} ms [{min(ts):.3f}–{max(ts):.3f}]")
             _finish(batch, report.copy_gbps[layout.name])
             report.results.extend(batch)
     if first_step:
         for key in optimizers:
-            report.first_step.extend(first_step_times(key, layouts, dev))
+            for layout in layouts:
+                report.first_step += first_step_times(key, layout.name, [(layout.size,)] * layout.count, dev)
     return report
 
 
@@ -241,44 +297,55 @@ def _finish(batch: list[Result], copy_gbps: float) -> None:
             r.speedup_vs_torch_best = torch_best / r.ms
 
 
-FIRST_STEP_SCRIPT = """
-import sys, time, torch, descent.bench as b
-key, count, size, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-dev = torch.device(device)
-params = b._params(b.Layout("x", count, size), dev, torch.float32)
+FIRST_STEP = r"""
+import json, os, sys, time
+import torch
+import descent.bench as b
+from descent.engine import kernels
+key, impl, device, shapes = sys.argv[1], sys.argv[2], torch.device(sys.argv[3]), json.loads(sys.argv[4])
+params = b.params([tuple(s) for s in shapes], device, torch.float32)
 t0 = time.perf_counter()
-opt = b._make("descent", key, params)
+opt = b.make(impl, key, params)
 opt.step()
-b._sync(dev)
-print(time.perf_counter() - t0)
+b._sync(device)
+first = time.perf_counter() - t0
+until = None
+if os.environ.get("DESCENT_BENCH_FOLLOW"):  # step on until the kernel is in use
+    deadline = time.monotonic() + 600
+    while kernels.stats["compiled_calls"] == 0 and time.monotonic() < deadline:
+        opt.step()
+    until = time.perf_counter() - t0
+print(json.dumps({"seconds": first, "kernel_after_s": until, "eager_steps": kernels.stats["eager_calls"]}))
 """
 
 
-def first_step_times(key: str, layouts: Sequence[Layout], device: torch.device) -> list[dict]:
-    """Construction + first step (compilation included) in fresh processes, with an
-    empty inductor cache (cold) and then with the cache it left (warm)."""
+def first_step_times(
+    key: str, label: str, shapes: Sequence[tuple[int, ...]], device: torch.device, cold: bool = True
+) -> list[dict]:
+    """Construction + first step in fresh processes (torch imported beforehand): torch.optim
+    built with its defaults, descent with its kernel cache warm, and (``cold``) descent
+    with an empty cache, whose first steps run eagerly while the kernel builds in the
+    background; that process steps on until the kernel is in use and says when."""
+    runs = [("descent", "warm", {})]
+    if OPTIMIZERS[key][1] is not None:
+        runs.insert(0, ("torch", "-", {}))
+    if cold:
+        runs.append(("descent", "cold", {"DESCENT_BENCH_FOLLOW": "1"}))
     out = []
-    for layout in layouts:
-        with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-            for label in ("cold", "warm"):
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-c",
-                        FIRST_STEP_SCRIPT,
-                        key,
-                        str(layout.count),
-                        str(layout.size),
-                        str(device),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=True,
-                )
-                seconds = float(proc.stdout.strip().splitlines()[-1])
-                out.append({"optimizer": key, "layout": layout.name, "cache": label, "seconds": seconds})
+    with tempfile.TemporaryDirectory() as empty:
+        for impl, cache_state, extra in runs:
+            env = {**os.environ, "DESCENT_BUILD": "1", **extra}
+            if cache_state == "cold":
+                env["DESCENT_CACHE_DIR"] = empty
+            proc = subprocess.run(
+                [sys.executable, "-c", FIRST_STEP, key, impl, str(device), json.dumps(list(shapes))],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            out.append({"optimizer": key, "size": label, "impl": impl, "cache": cache_state, **res})
     return out
 
 
@@ -299,8 +366,17 @@ def format_table(report: Report) -> str:
             f"{r.optimizer:10s} {r.layout:10s} {r.impl:14s} {r.ms:9.3f} {r.gbps:7.1f}"
             f" {r.pct_copy:6.0f}% {speed:>13s}"
         )
-    if report.first_step:
-        lines += ["", "first step (construction + compile), fresh process:"]
-        for f in report.first_step:
-            lines.append(f"  {f['optimizer']:10s} {f['layout']:10s} {f['cache']:5s} {f['seconds']:6.1f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + format_first_step(report.first_step))
+
+
+def format_first_step(rows: Sequence[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "first step in a fresh process (construction + step):"]
+    for f in rows:
+        extra = f", kernel in use after {f['kernel_after_s']:.1f} s" if f.get("kernel_after_s") else ""
+        lines.append(
+            f"  {f['optimizer']:9s} {f['size']:10s} {f['impl']:8s} cache {f['cache']:4s} "
+            f"{f['seconds'] * 1e3:9.1f} ms{extra}"
+        )
+    return lines

@@ -125,6 +125,30 @@ def test_hooks_and_closure():
     assert p.detach().tolist() == pytest.approx([0.9, -1.9])
 
 
+def test_global_hooks_profiler_ranges_and_hook_removal():
+    """The step skips torch's hook wrapper only when nothing would see it: global hooks
+    run, the profiler records torch's range name, and a removed hook stops running."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = descent.SGD([p], lr=0.1)
+    calls = []
+    handle = register_optimizer_step_post_hook(lambda o, a, k: calls.append(type(o).__name__))
+    opt.step()
+    handle.remove()
+    local = opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.step()
+    local.remove()
+    opt.step()
+    assert calls == ["SGD", "pre"]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert "Optimizer.step#SGD.step" in {e.name for e in prof.events()}
+    assert p.detach().tolist() == pytest.approx([0.6] * 3)
+
+
 def test_param_group_added_after_steps_began():
     a0, b0 = torch.randn(4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     ours = [torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())]

@@ -32,9 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--many", default=None, help="'many small tensors' layout as COUNTxSIZE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
-        "--repeat", type=int, default=10, help="timed steps per case (median reported); rounds with --sizes"
+        "--repeat",
+        type=int,
+        default=10,
+        help="alternated timing rounds per case (median and spread reported)",
     )
-    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-first-step", action="store_true", help="skip the fresh-process first-step timing")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON report to this file")
@@ -51,14 +53,13 @@ def run(args: argparse.Namespace) -> int:
             layouts[0] = bench.Layout.parse("few-big", args.few)
         if args.many:
             layouts[1] = bench.Layout.parse("many-small", args.many)
-        if args.repeat < 1 or args.warmup < 0:
-            raise ValueError(f"Invalid --repeat {args.repeat} / --warmup {args.warmup}")
+        if args.repeat < 1:
+            raise ValueError(f"Invalid --repeat {args.repeat}")
         report = bench.run(
             [k.strip() for k in args.optimizers.split(",") if k.strip()],
             layouts,
             impls=[k.strip() for k in args.impls.split(",") if k.strip()],
             device=device,
-            warmup=args.warmup,
             repeat=args.repeat,
             first_step=not args.no_first_step,
         )

@@ -1,0 +1,70 @@
+"""``descent bench``: both tables run, every contender is timed in alternated rounds, and
+bad input gets a clear error. Times are reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from descent import bench
+from descent.cli.main import main as cli
+
+pytestmark = pytest.mark.compiled
+
+
+def test_size_sweep_times_every_contender(capsys):
+    assert (
+        cli(
+            [
+                "bench",
+                "--sizes",
+                "1K",
+                "--optimizers",
+                "sgd,lion",
+                "--repeat",
+                "3",
+                "--no-first-step",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["optimizer"], r["impl"]): r for r in report["rows"]}
+    for impl in ("descent", "descent-rebuilt", "torch-forloop", "torch-foreach", "torch-fused"):
+        r = rows[("sgd", impl)]
+        assert r["params"] == 1024 and r["tensors"] == 1
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+    assert rows[("sgd", "descent")]["speedup_vs_torch_best"] > 0
+    assert rows[("lion", "descent")]["median_ms"] > 0
+    assert rows[("lion", "torch-fused")]["median_ms"] is None  # torch.optim has no Lion
+    assert report["rounds"] == 3
+
+
+def test_layout_table_and_first_step(capsys):
+    args = ["bench", "--optimizers", "adam", "--few", "2x4096", "--many", "40x64", "--repeat", "2"]
+    assert cli([*args, "--no-first-step", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    by = {(r["layout"], r["impl"]): r for r in report["results"]}
+    assert by[("few-big", "descent")]["numel"] == 8192 and by[("many-small", "descent")]["tensors"] == 40
+    assert all(r["ms"] > 0 and r["pct_copy"] > 0 for r in report["results"] if r["ms"])
+    rows = bench.first_step_times("adam", "tiny", [(64,), (8, 8)], torch.device("cpu"), cold=False)
+    assert [(r["impl"], r["cache"]) for r in rows] == [("torch", "-"), ("descent", "warm")]
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--sizes", "3K"], "Unknown size '3K'"),
+        (["--sizes", "1K", "--impls", "descent,torch-turbo"], "Unknown contender 'torch-turbo'"),
+        (["--optimizers", "adamz"], "Unknown optimizer 'adamz'"),
+        (["--few", "8by4"], "Invalid layout '8by4'"),
+        (["--repeat", "0"], "Invalid --repeat 0"),
+    ],
+)
+def test_bad_input_is_named(argv, message, capsys):
+    assert cli(["bench", "--no-first-step", *argv]) == 2
+    assert message in capsys.readouterr().err
