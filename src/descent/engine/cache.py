@@ -12,8 +12,7 @@ import torch
 
 from ..rules.base import Chain
 from . import aot
-from .kernels import pack
-from .storage import scalar_dtype
+from .kernels import fresh_scalars, pack
 
 #: Steps whose scalars are probed for static settings (RAdam's switch to its adaptive
 #: step comes at step 6 with β₂ = 0.999; later steps only repeat the last setting).
@@ -26,12 +25,8 @@ def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[a
     out: dict[tuple, aot.Spec] = {}
     for group in opt.param_groups:
         chain: Chain = opt.chain(group)  # type: ignore[attr-defined]
-        host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
-        for t in range(1, PROBE_STEPS + 1):
-            host["step"] += 1
-            chain.advance(group, float(t), host)
-            values = {k: v.item() for k, v in host.items()}
-            statics, names, _ = pack(chain.scalars(group, float(t), values))
+        for _, hs in zip(range(PROBE_STEPS), fresh_scalars(chain, group)):
+            statics, names, _ = pack(hs)
             out.setdefault((chain.key, statics, names), aot.Spec(chain, statics, names, dtype, device))
     return list(out.values())
 

@@ -12,12 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
 from ..rules.base import Chain
-from .kernels import KERNEL_MIN, compile_mode, kernel_for, pack, run_eager, scalar_tensor, warn
-from .storage import Bucket, plan, real_dtype, scalar_dtype
+from .kernels import (
+    KERNEL_MIN,
+    compile_mode,
+    fresh_scalars,
+    kernel_for,
+    pack,
+    run_eager,
+    scalar_tensor,
+    warn,
+)
+from .storage import Bucket, plan, real_dtype
 
 if TYPE_CHECKING:
     from ..optim.base import RuleOptimizer
@@ -59,7 +67,7 @@ class Engine:
             if not params:
                 continue
             chain = self.opt.chain(group)
-            statics, names, _ = pack(first_scalars(chain, group))
+            statics, names, _ = pack(next(fresh_scalars(chain, group)))
             for dtype, device in {(real_dtype(p.dtype), p.device) for p in params}:
                 if device.type != "meta":
                     kernel_for(chain, statics, names, dtype, device).ready(False)
@@ -226,11 +234,3 @@ class Engine:
         for b in buckets:
             b.G.zero_()
         return True
-
-
-def first_scalars(chain: Chain, group: dict[str, Any]) -> list:
-    """The chain's scalars at step 1 of a fresh param."""
-    host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
-    host["step"] += 1
-    chain.advance(group, 1.0, host)
-    return chain.scalars(group, 1.0, {k: v.item() for k, v in host.items()})

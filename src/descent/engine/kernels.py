@@ -22,7 +22,7 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, options, unpack
+from .storage import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
 #: bounded instead of proportional to the parameter count. Not smaller: every eager op is
@@ -69,6 +70,17 @@ def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
         statics.append(tuple(fixed))
         names.append(tuple(keys))
     return tuple(statics), tuple(names), numbers
+
+
+def fresh_scalars(chain: Chain, group: dict) -> Iterator[list[Scalars]]:
+    """The chain's scalars at steps 1, 2, … of a param that starts now."""
+    host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
+    t = 0.0
+    while True:
+        t += 1
+        host["step"] += 1
+        chain.advance(group, t, host)
+        yield chain.scalars(group, t, {k: v.item() for k, v in host.items()})
 
 
 def scalar_tensor(numbers: list, like: Tensor) -> Tensor:
@@ -145,8 +157,7 @@ class Kernel:
             return True
         if self.dead:
             return False
-        needed = wait is True or (wait is None and not self.interim)
-        wait = needed
+        wait = wait is True or (wait is None and not self.interim)
         if self.key is None:
             return self._jit() if wait else False
         now = time.monotonic()
