@@ -57,24 +57,30 @@ def full(report: dict) -> str:
 
 
 def first_step(report: dict) -> str:
-    by: dict = defaultdict(dict)
+    """Per optimizer: torch.optim's and descent's first step over the sizes (smallest and
+    largest), and descent's with an empty kernel cache."""
+    by: dict = defaultdict(lambda: defaultdict(dict))
     for f in report["first_step"]:
-        by[(f["optimizer"], f["size"])][(f["impl"], f["cache"])] = f
+        by[f["optimizer"]][(f["impl"], f["cache"])][f["size"]] = f
+    sizes = list(dict.fromkeys(f["size"] for f in report["first_step"]))
+    lo, hi = sizes[0], sizes[-1]
+
+    def ms(rows: dict, size: str) -> str:
+        f = rows.get(size)
+        return f"{f['seconds'] * 1e3:.0f} ms" if f else "–"
+
     out = [
-        "| optimizer | params | torch.optim | descent, kernel cached | descent, empty cache"
-        " | kernel in use after |",
-        "|---|---|---|---|---|---|",
+        f"| optimizer | torch.optim, {lo} / {hi} | descent, kernel cached, {lo} / {hi} "
+        f"| descent, empty cache, {lo} | its kernel in use after |",
+        "|---|---|---|---|---|",
     ]
-    for (opt, size), c in by.items():
-        t = c.get(("torch", "-"))
-        w = c.get(("descent", "warm"))
-        cold = c.get(("descent", "cold"))
-
-        def ms(f):
-            return f"{f['seconds'] * 1e3:.0f} ms" if f else "–"
-
-        after = f"{cold['kernel_after_s']:.1f} s ({cold['eager_steps']} eager steps)" if cold else "–"
-        out.append(f"| {opt} | {size} | {ms(t)} | {ms(w)} | {ms(cold)} | {after} |")
+    for opt, c in by.items():
+        t, w, cold = c.get(("torch", "-"), {}), c.get(("descent", "warm"), {}), c.get(("descent", "cold"), {})
+        first = cold.get(lo)
+        after = f"{first['kernel_after_s']:.1f} s ({first['eager_steps']:,} eager steps)" if first else "–"
+        out.append(
+            f"| {opt} | {ms(t, lo)} / {ms(t, hi)} | {ms(w, lo)} / {ms(w, hi)} | {ms(cold, lo)} | {after} |"
+        )
     return "\n".join(out)
 
 
