@@ -56,8 +56,9 @@ def task_of(ref: str | Task) -> Task:
 
 
 def init_worker() -> None:
-    """Worker process setup: one thread each (two workers on two cores). The models are
-    far below descent's auto-compile size, so no step is compiled."""
+    """Worker process setup: one thread each (two workers on two cores). Steps use the
+    cached kernels; a missing one builds in the background while steps run eagerly with
+    the same bits, so results never depend on which."""
     torch.set_num_threads(1)
 
 

@@ -31,9 +31,11 @@ class RuleOptimizer(Optimizer):
         the step is one kernel whatever the number of tensors. ``flat=False`` keeps
         your params' storage untouched and runs the same rule tensor by tensor.
     ``compile`` (``"auto"``, ``True`` or ``False``)
-        Run the step as one ``torch.compile``-d kernel over the flat buffers.
-        ``"auto"`` compiles buckets of at least ``descent.engine.AUTO_COMPILE_MIN``
-        elements. The environment variable ``DESCENT_COMPILE`` (0/1/auto) overrides it.
+        Run the step as one kernel over the flat buffers, compiled ahead of time once per
+        machine and loaded from the kernel cache. ``"auto"`` (every size) steps eagerly,
+        with the same bits, while a missing kernel builds in the background; ``True``
+        waits for it; ``False`` always steps eagerly. ``DESCENT_COMPILE`` (0/1/auto)
+        overrides it. See docs/engine.md.
     """
 
     #: torch.optim keeps a per-tensor ``step`` in this optimizer's state.
