@@ -44,54 +44,44 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sizes is not None:
-        return _run_sizes(args)
+    def keys(value: str) -> list[str]:
+        return [k.strip() for k in value.split(",") if k.strip()]
+
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        layouts = bench.default_layouts(device)
-        if args.few:
-            layouts[0] = bench.Layout.parse("few-big", args.few)
-        if args.many:
-            layouts[1] = bench.Layout.parse("many-small", args.many)
         if args.repeat < 1:
             raise ValueError(f"Invalid --repeat {args.repeat}")
-        report = bench.run(
-            [k.strip() for k in args.optimizers.split(",") if k.strip()],
-            layouts,
-            impls=[k.strip() for k in args.impls.split(",") if k.strip()],
-            device=device,
-            repeat=args.repeat,
-            first_step=not args.no_first_step,
-        )
+        if args.sizes is not None:
+            impls = args.impls if args.impls != ",".join(bench.IMPLS) else ",".join(bench_sizes.CONTENDERS)
+            sweep = bench_sizes.run_sizes(
+                keys(args.optimizers),
+                keys(args.sizes),
+                impls=keys(impls),
+                device=device,
+                rounds=args.repeat,
+                first_step=not args.no_first_step,
+            )
+            text, table = bench_sizes.to_json(sweep), bench_sizes.format_table(sweep)
+        else:
+            layouts = bench.default_layouts(device)
+            if args.few:
+                layouts[0] = bench.Layout.parse("few-big", args.few)
+            if args.many:
+                layouts[1] = bench.Layout.parse("many-small", args.many)
+            report = bench.run(
+                keys(args.optimizers),
+                layouts,
+                impls=keys(args.impls),
+                device=device,
+                repeat=args.repeat,
+                first_step=not args.no_first_step,
+            )
+            text, table = report.to_json(), bench.format_table(report)
     except (ValueError, RuntimeError) as exc:
         print(f"descent bench: {exc}", file=sys.stderr)
         return 2
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.to_json())
-    print(report.to_json() if args.json else bench.format_table(report))
-    return 0
-
-
-def _run_sizes(args: argparse.Namespace) -> int:
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if args.repeat < 1:
-            raise ValueError(f"Invalid --repeat {args.repeat}")
-        impls = args.impls if args.impls != ",".join(bench.IMPLS) else ",".join(bench_sizes.CONTENDERS)
-        report = bench_sizes.run_sizes(
-            [k.strip() for k in args.optimizers.split(",") if k.strip()],
-            [s.strip() for s in args.sizes.split(",") if s.strip()],
-            impls=[k.strip() for k in impls.split(",") if k.strip()],
-            device=device,
-            rounds=args.repeat,
-            first_step=not args.no_first_step,
-        )
-    except (ValueError, RuntimeError) as exc:
-        print(f"descent bench: {exc}", file=sys.stderr)
-        return 2
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(bench_sizes.to_json(report))
-    print(bench_sizes.to_json(report) if args.json else bench_sizes.format_table(report))
+        args.out.write_text(text)
+    print(text if args.json else table)
     return 0

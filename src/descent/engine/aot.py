@@ -132,7 +132,10 @@ def _sources(classes: tuple[type, ...]) -> tuple[str, ...]:
             if not source or not os.path.exists(source):
                 raise Uncacheable(f"{klass.__qualname__} has no source file")
             files.add(source)
+    # the text, not the syntax tree: hashing bytes costs microseconds, parsing ~10 ms a
+    # file, paid by every process's first step
     return tuple(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(files))
+
 
 
 @functools.cache
@@ -142,8 +145,8 @@ def machine(device: str) -> str:
         major, minor = torch.cuda.get_device_capability()
         return f"cuda-sm{major}{minor}-{torch.version.cuda}"
     flags = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:  # the first CPU's flags: stop there (the file lists every core)
             if line.startswith(("flags", "Features")):
                 flags = " ".join(sorted(line.split(":", 1)[1].split()))
                 break

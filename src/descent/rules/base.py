@@ -228,9 +228,10 @@ def sqrt(x: Tensor) -> Tensor:
 
     ATen's eager CPU square root (MKL's vector math) can be 1 ulp off, where a compiled
     kernel uses the hardware's IEEE square root. Eagerly, float32 goes through float64:
-    √ of a float32 is never within 2⁻⁴⁹ (relative) of a rounding midpoint, far more than
-    float64's error, so rounding back gives the correctly rounded result; float64 uses
-    NumPy's square root, which is IEEE's, when NumPy is installed.
+    √ of a p-bit float is never within 2^−(2p+3) (relative; 2⁻⁵¹ for float32) of a
+    rounding midpoint, and float64's root errs by at most 2⁻⁵², so rounding back gives
+    the correctly rounded result. float64 uses NumPy's square root, which is IEEE's,
+    when NumPy is installed.
     """
     if x.device.type != "cpu" or _tracing():
         return x.sqrt()
