@@ -149,6 +149,23 @@ def test_global_hooks_profiler_ranges_and_hook_removal():
     assert p.detach().tolist() == pytest.approx([0.6] * 3)
 
 
+def test_a_subclass_step_runs_each_hook_once():
+    class Logged(descent.SGD):
+        def step(self, closure=None):
+            calls.append("step")
+            return super().step(closure)
+
+    calls = []
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    opt = Logged([p], lr=0.5)
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    opt.step()
+    assert calls == ["pre", "step", "post"]
+    assert p.detach().tolist() == [0.5, 0.5]
+
+
 def test_param_group_added_after_steps_began():
     a0, b0 = torch.randn(4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     ours = [torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())]

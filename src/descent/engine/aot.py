@@ -137,7 +137,6 @@ def _sources(classes: tuple[type, ...]) -> tuple[str, ...]:
     return tuple(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(files))
 
 
-
 @functools.cache
 def machine(device: str) -> str:
     """What compiled code for ``device`` depends on."""

@@ -107,8 +107,9 @@ class RuleOptimizer(Optimizer):
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         # torch.optim wraps every step in a profiler range and its step hooks (about 9 µs
         # a call, a third of a small model's step); take that path only when a hook is
-        # registered or a profiler is recording, so both still see every step.
-        if (
+        # registered or a profiler is recording, so both still see every step. A subclass
+        # that overrides step() gets torch's wrapper on its own step, which has run them.
+        if type(self).step is RuleOptimizer.step and (
             self._optimizer_step_pre_hooks
             or self._optimizer_step_post_hooks
             or _global_pre_hooks
