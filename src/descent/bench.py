@@ -281,9 +281,9 @@ def run(
             _finish(batch, report.copy_gbps[layout.name])
             report.results.extend(batch)
     if first_step:
+        cases = [(layout.name, [(layout.size,)] * layout.count) for layout in layouts]
         for key in optimizers:
-            for layout in layouts:
-                report.first_step += first_step_times(key, layout.name, [(layout.size,)] * layout.count, dev)
+            report.first_step += first_steps(key, cases, dev, log)
     return report
 
 
@@ -367,6 +367,23 @@ def format_table(report: Report) -> str:
             f" {r.pct_copy:6.0f}% {speed:>13s}"
         )
     return "\n".join(lines + format_first_step(report.first_step))
+
+
+def first_steps(
+    key: str,
+    cases: Sequence[tuple[str, Sequence[tuple[int, ...]]]],
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[dict]:
+    """:func:`first_step_times` for each ``(label, shapes)``; the cold path (eager steps
+    while the kernel builds) is the same at every size, so only the first case runs it."""
+    out: list[dict] = []
+    for i, (label, shapes) in enumerate(cases):
+        rows = first_step_times(key, label, shapes, device, cold=i == 0)
+        for line in format_first_step(rows)[2:]:
+            log(line)
+        out += rows
+    return out
 
 
 def format_first_step(rows: Sequence[dict]) -> list[str]:

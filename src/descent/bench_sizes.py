@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .bench import MAKERS, OPTIMIZERS, contend, first_step_times, format_first_step, warm_kernels
+from .bench import MAKERS, OPTIMIZERS, contend, first_steps, format_first_step, warm_kernels
 
 
 def transformer(d: int, layers: int, vocab: int) -> list[tuple[int, ...]]:
@@ -133,12 +133,7 @@ def run_sizes(
             report.rows += _rows(key, size, contend(key, SIZES[size], impls, dev, dtype, rounds), log)
     if first_step:
         for key in optimizers:
-            for i, size in enumerate(sizes):
-                # the cold path (eager steps, a background build) is the same at every size
-                rows = first_step_times(key, size, SIZES[size], dev, cold=i == 0)
-                report.first_step += rows
-                for line in format_first_step(rows)[2:]:
-                    log(line)
+            report.first_step += first_steps(key, [(s, SIZES[s]) for s in sizes], dev, log)
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 import torch
@@ -48,7 +49,7 @@ def variants(entry: catalog.Entry) -> list[dict]:
     if entry.knob:
         key, values = entry.knob
         out += [{key: v} for v in values]
-    if "weight_decay" in entry.cls.__init__.__code__.co_varnames:
+    if "weight_decay" in inspect.signature(entry.cls).parameters:
         out.append({"weight_decay": 1e-4})
     return out
 

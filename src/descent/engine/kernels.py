@@ -87,13 +87,11 @@ def scalar_tensor(numbers: list, like: Tensor) -> Tensor:
     """The numbers as one 1-D tensor in ``like``'s compute precision, on its device. As
     torch rounds a Python scalar for an op on float32 (or bf16/fp16, computed in float32)
     tensors; exact in float64."""
-    double = like.dtype == torch.float64
+    dtype = compute_dtype(like.dtype)
     if not numbers:
-        return torch.empty(0, dtype=torch.float64 if double else torch.float32, device=like.device)
+        return torch.empty(0, dtype=dtype, device=like.device)
     # frombuffer over an array: a third of torch.tensor(list)'s cost (1 µs vs 3 µs)
-    host = torch.frombuffer(
-        array.array("d" if double else "f", numbers), dtype=torch.float64 if double else torch.float32
-    )
+    host = torch.frombuffer(array.array("d" if dtype == torch.float64 else "f", numbers), dtype=dtype)
     return host if like.device.type == "cpu" else host.to(like.device)
 
 
