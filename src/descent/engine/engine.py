@@ -38,6 +38,14 @@ class _Group:
     buckets: list[Bucket]
 
 
+def _namer(group: dict[str, Any], gi: int):
+    def name(p: Tensor) -> str:
+        i = next(j for j, q in enumerate(group["params"]) if q is p)
+        return f"param {i} of param group {gi} (shape {tuple(p.shape)})"
+
+    return name
+
+
 class Engine:
     def __init__(self, opt: RuleOptimizer, flat: bool = True, compile: bool | str = "auto"):
         if not isinstance(flat, bool):
@@ -82,7 +90,7 @@ class Engine:
         for gi, group in enumerate(opt.param_groups):
             chain = opt.chain(group)
             entry = self._entry(gi, group, chain)
-            work.append((group, chain, entry, [b.collect(who) for b in entry.buckets]))
+            work.append((group, chain, entry, [b.collect(who, _namer(group, gi)) for b in entry.buckets]))
         self.reload = False
         for group, chain, entry, hass in work:
             for bucket, has in zip(entry.buckets, hass):

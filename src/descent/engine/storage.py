@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -32,6 +32,26 @@ _grad = operator.attrgetter("grad")
 _is = operator.is_
 _eq = operator.eq
 _data_ptr = Tensor.data_ptr
+_size = operator.attrgetter("shape")
+_dtype = operator.attrgetter("dtype")
+_device = operator.attrgetter("device")
+_layout = operator.attrgetter("layout")
+
+
+def _check_grad(who: str, where: str, p: Tensor, g: Tensor) -> None:
+    if g.layout != torch.strided:
+        raise RuntimeError(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
+    pairs = (("shape", p.shape, g.shape), ("dtype", p.dtype, g.dtype), ("device", p.device, g.device))
+    for what, want, got in pairs:
+        if want != got:
+            raise RuntimeError(
+                f"{who}: the gradient of {where} has {what} {_fmt(got)} but the param has {_fmt(want)}; "
+                "nothing was updated"
+            )
+
+
+def _fmt(v: object) -> str:
+    return str(tuple(v)) if isinstance(v, torch.Size) else str(v)
 
 
 def scalar_dtype() -> torch.dtype:
@@ -78,14 +98,34 @@ def homed(p: Tensor) -> bool:
     return _homes.get(p) == p.untyped_storage().data_ptr()
 
 
+#: References to a storage held by a param nothing else aliases: the param's own tensor
+#: and the storage object asked.
+_ALONE = 2
+
+
+def _use_count(storage: torch.UntypedStorage) -> int | None:
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return None if count is None else count(storage._cdata)
+
+
+def alone(p: Tensor) -> bool:
+    """Whether nothing but ``p`` can reach its memory: it fills its storage, the storage
+    is not in shared memory (``share_memory()``, another process may hold it), and no
+    other tensor holds it (a ``.data`` or ``state_dict()`` alias, a buffer the param is
+    a view of, ZeroRedundancyOptimizer's bucket). Moving such a param leaves nobody
+    looking at stale memory."""
+    s = p.untyped_storage()
+    if s.nbytes() != p.numel() * p.element_size() or s.is_shared():
+        return False
+    uses = _use_count(s)
+    return uses is None or uses <= _ALONE
+
+
 def flattenable(p: Tensor) -> bool:
     """Whether ``p`` can be re-homed into a flat buffer without changing what it shares."""
     if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not _dense(p):
         return False
-    if homed(p):
-        return True
-    # A param that is a window into a larger tensor shares memory the user may rely on.
-    return p.untyped_storage().nbytes() == p.numel() * p.element_size()
+    return homed(p) or alone(p)
 
 
 def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]]:
@@ -156,6 +196,7 @@ class Bucket:
                 gv.copy_(grad)
                 p.grad = gv
         self.ptrs = [p.data_ptr() for p in params]
+        self.gptrs = [gv.data_ptr() for gv in self.gviews]
 
     # -- views ---------------------------------------------------------------------------
     def view(self, flat: Tensor, i: int) -> Tensor:
@@ -176,39 +217,49 @@ class Bucket:
 
     # -- gradients -----------------------------------------------------------------------
     def grads_in_place(self) -> bool:
-        """Every ``p.grad`` is still its view of the flat gradient buffer."""
-        return self.flat and all(map(_is, map(_grad, self.params), self.gviews))
+        """Every ``p.grad`` is still its view of the flat gradient buffer, over the same
+        memory (``p.grad.data = …`` or ``p.grad.set_(…)`` keeps the object, not the memory)."""
+        return (
+            self.flat
+            and all(map(_is, map(_grad, self.params), self.gviews))
+            and all(map(_eq, map(_data_ptr, self.gviews), self.gptrs))
+        )
 
-    def collect(self, who: str) -> list[bool] | None:
+    def collect(self, who: str, name: Callable[[Tensor], str]) -> list[bool] | None:
         """Which params have a gradient; ``None`` means all, already in place.
 
-        Fresh gradients (after ``zero_grad(set_to_none=True)`` and backward) are copied
-        into the flat gradient buffer once and ``p.grad`` re-pointed at its view.
+        Fresh gradients (after ``zero_grad(set_to_none=True)`` and backward, or assigned
+        by hand) are checked against their params, copied into the flat gradient buffer
+        once and ``p.grad`` re-pointed at its view. Raises, naming the param, before
+        anything is copied when a gradient is sparse or of another shape, dtype or device.
         """
         if self.grads_in_place():
             return None
-        has: list[bool] = []
-        dst: list[Tensor] = []
-        src: list[Tensor] = []
-        moved: list[tuple[Tensor, Tensor]] = []
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                has.append(False)
-                continue
-            if g.layout != torch.strided:
-                raise RuntimeError(f"{who} does not support sparse gradients")
-            has.append(True)
-            if self.flat and g is not self.gviews[i]:
-                dst.append(self.gviews[i])
-                src.append(g)
-                moved.append((p, self.gviews[i]))
-        if dst:
-            torch._foreach_copy_(dst, src)
-            for p, gv in moved:
-                p.grad = gv
+        params = self.params
+        grads = list(map(_grad, params))
+        has = [g is not None for g in grads]
+        idx = [i for i, h in enumerate(has) if h]
+        given = [grads[i] for i in idx]
+        mine = [params[i] for i in idx]
+        if (
+            list(map(_size, given)) != list(map(_size, mine))
+            or list(map(_dtype, given)) != list(map(_dtype, mine))
+            or list(map(_device, given)) != list(map(_device, mine))
+            or any(layout != torch.strided for layout in map(_layout, given))
+        ):
+            for g, p in zip(given, mine):
+                _check_grad(who, name(p), p, g)
+        if self.flat:
+            moves = [
+                i for i in idx if grads[i] is not self.gviews[i] or self.gviews[i].data_ptr() != self.gptrs[i]
+            ]
+            if moves:
+                fresh = [self.view(self.G, i) for i in moves]
+                torch._foreach_copy_(fresh, [grads[i] for i in moves])
+                for i, gv in zip(moves, fresh):
+                    self.gviews[i] = gv
+                    params[i].grad = gv
         return has
-
     # -- buffers -------------------------------------------------------------------------
     def allocate(self, name: str, fill: float) -> Tensor:
         if self.dtype.is_complex:

@@ -109,6 +109,11 @@ class RuleOptimizer(Optimizer):
         # a call, a third of a small model's step); take that path only when a hook is
         # registered or a profiler is recording, so both still see every step. A subclass
         # that overrides step() gets torch's wrapper on its own step, which has run them.
+        if torch.compiler.is_compiling():  # called by name: dynamo folds it to a constant
+            # Inside a torch.compile'd function: the step runs as it is, outside the graph
+            # (one graph break), instead of being traced op by op (its host bookkeeping
+            # changes every step, so a trace would be re-made every step).
+            return _outside_graph(self, closure)
         if type(self).step is RuleOptimizer.step and (
             self._optimizer_step_pre_hooks
             or self._optimizer_step_post_hooks
@@ -168,6 +173,17 @@ class RuleOptimizer(Optimizer):
 
 
 _profiling = torch._C._autograd._profiler_enabled
+
+
+def _uncompiled_step(opt: RuleOptimizer, closure: Callable[[], Any] | None) -> Any:
+    if type(opt).step is RuleOptimizer.step:
+        return opt._hooked_step(closure)
+    return opt._step(closure)
+
+
+#: Dynamo runs this as it is (it imports dynamo on the first call, which only happens
+#: while dynamo is tracing, so already loaded). Hooks and profiler ranges run as usual.
+_outside_graph = torch._disable_dynamo(_uncompiled_step, recursive=True)
 
 
 def _unwrapped(name: str) -> Callable[..., Any]:

@@ -23,6 +23,10 @@ class Lion(Transform):
 
     def apply(self, u, g, p, s, h):
         m = s[self.buffer]
-        direction = mix(m, u, h["beta1"], h["1-beta1"]).sign()
+        c = mix(m, u, h["beta1"], h["1-beta1"])
+        # sign(NaN) is 0: a NaN (or ∞) reaching c would leave the param still while m
+        # keeps it for good. c − c is 0 where c is finite and NaN elsewhere, so the param
+        # shows it, as Adam's would.
+        direction = c.sign() + (c - c)
         mix_(m, u, h["beta2"], h["1-beta2"])
         return direction
