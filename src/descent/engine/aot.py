@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -75,6 +76,9 @@ class Spec:
     names: tuple
     dtype: torch.dtype
     device: str  # "cpu" or "cuda"
+    #: the kernel leaves everything as it was when the gradient holds an inf or NaN, and
+    #: returns whether it did (``skip_nonfinite``)
+    guard: bool = False
 
     @property
     def state(self) -> tuple[str, ...]:
@@ -104,6 +108,7 @@ def digest(spec: Spec) -> str:
         _stable(spec.chain.key),
         repr(spec.statics),
         repr(spec.names),
+        *(("guard",) if spec.guard else ()),
         *_sources(tuple(type(t) for t in spec.chain.transforms)),
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
@@ -298,7 +303,7 @@ class Builder:
             self.proc = None
         if self.proc is None and self.queue:
             batch = [
-                (k, Spec(portable(s.chain), s.statics, s.names, s.dtype, s.device))
+                (k, dataclasses.replace(s, chain=portable(s.chain)))
                 for k, s in self.queue.items()
             ]
             self.sent.update(self.queue)

@@ -36,7 +36,18 @@ class Step(torch.nn.Module):
     def forward(self, p, g, scal, bufs):
         spec = self.spec
         hs = unpack(spec.statics, spec.names, scal.unbind())
-        spec.chain.update(p, g, dict(zip(spec.state, bufs)), hs)
+        if not spec.guard:
+            spec.chain.update(p, g, dict(zip(spec.state, bufs)), hs)
+            return None
+        # skip_nonfinite: one reduction over g and the update, in one kernel; every
+        # buffer keeps its old value when g holds an inf or NaN.
+        lo, hi = torch.aminmax(g)
+        bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+        new_p, new_bufs = p.clone(), [b.clone() for b in bufs]
+        spec.chain.update(new_p, g, dict(zip(spec.state, new_bufs)), hs)
+        for old, new in zip([p, *bufs], [new_p, *new_bufs]):
+            old.copy_(torch.where(bad, old, new))
+        return bad
 
 
 def options() -> dict[str, object]:

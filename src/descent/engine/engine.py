@@ -18,6 +18,7 @@ from ..rules.base import Chain
 from .kernels import (
     KERNEL_MIN,
     compile_mode,
+    finite,
     fresh_scalars,
     kernel_for,
     pack,
@@ -47,11 +48,21 @@ def _namer(group: dict[str, Any], gi: int):
 
 
 class Engine:
-    def __init__(self, opt: RuleOptimizer, flat: bool = True, compile: bool | str = "auto"):
-        if not isinstance(flat, bool):
-            raise TypeError(f"Invalid flat setting: {flat!r} (expected True or False)")
+    def __init__(
+        self,
+        opt: RuleOptimizer,
+        flat: bool = True,
+        compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
+    ):
+        for name, value in (("flat", flat), ("skip_nonfinite", skip_nonfinite)):
+            if not isinstance(value, bool):
+                raise TypeError(f"Invalid {name} setting: {value!r} (expected True or False)")
         self.opt = opt
         self.flat = flat
+        #: skip (and count) a step whose gradients hold an inf or NaN
+        self.guard = skip_nonfinite
+        self.skipped = 0
         self.compile = compile_mode(compile)
         self.groups: list[_Group | None] = []
         #: set by load_state_dict: every bucket re-reads ``optimizer.state`` next step
@@ -78,7 +89,7 @@ class Engine:
             statics, names, _ = pack(next(fresh_scalars(chain, group)))
             for dtype, device in {(real_dtype(p.dtype), p.device) for p in params}:
                 if device.type != "meta":
-                    kernel_for(chain, statics, names, dtype, device).ready(False)
+                    kernel_for(chain, statics, names, dtype, device, self.guard).ready(False)
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> None:
@@ -92,14 +103,31 @@ class Engine:
             entry = self._entry(gi, group, chain)
             work.append((group, chain, entry, [b.collect(who, _namer(group, gi)) for b in entry.buckets]))
         self.reload = False
-        for group, chain, entry, hass in work:
-            for bucket, has in zip(entry.buckets, hass):
-                self._step_bucket(bucket, chain, group, has)
+        plans = [
+            (group, chain, b, b.runs(has, chain.host))
+            for group, chain, entry, hass in work
+            for b, has in zip(entry.buckets, hass)
+        ]
+        # skip_nonfinite: a step of one run checks its gradient inside its kernel; with
+        # several runs every gradient is checked (one reduction each) before the first write.
+        inside = self.guard and sum(len(runs) for *_, runs in plans) == 1
+        if self.guard and not inside and not all(
+            finite(b.tensors(a, c, ())[1]) for _, _, b, runs in plans for a, c in runs
+        ):
+            self.skipped += 1
+            return
+        for group, chain, b, runs in plans:
+            self._step_bucket(b, chain, group, runs, inside)
 
-    def _step_bucket(self, b: Bucket, chain: Chain, group: dict[str, Any], has: list[bool] | None) -> None:
-        runs = b.runs(has, chain.host)
+    def _step_bucket(
+        self, b: Bucket, chain: Chain, group: dict[str, Any], runs: list[tuple[int, int]], guard: bool
+    ) -> None:
         for a, c in runs:
-            self._run(b, chain, group, a, c)
+            if guard and not self._guarded_run(b, chain, group, a, c):
+                self.skipped += 1
+                return
+            if not guard:
+                self._run(b, chain, group, a, c)
         b.uniform = runs == [(0, len(b.params))]
         if 0 in b.exposed:
             for a, c in runs:
@@ -107,7 +135,22 @@ class Engine:
                     if not b.exposed[i]:
                         self._expose(b, chain, i)
 
-    def _run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> None:
+    def _guarded_run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> bool:
+        """:meth:`_run` that leaves params, state and step counts as they were when the
+        gradient holds an inf or NaN; False when it did."""
+        saved = [t.clone() for t in b.host.values()], b.t
+        if self._run(b, chain, group, a, c, guard=True):
+            return True
+        for t, old in zip(b.host.values(), saved[0]):
+            t.copy_(old)
+        b.t = saved[1]
+        return False
+
+    def _run(
+        self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int, guard: bool = False
+    ) -> bool:
+        """One kernel call (or eager pass) over params ``a..c-1``. With ``guard`` it
+        writes nothing when the gradient is not finite, and returns False then."""
         whole = a == 0 and c == len(b.params)
         host = {k: (b.host[k] if whole else b.host[k][a:c]) for k in chain.host}
         steps = host["step"]
@@ -127,18 +170,21 @@ class Engine:
             values = {k: v[0].item() for k, v in host.items()}
         p, g, bufs = b.tensors(a, c, chain.state)
         if p.numel() == 0:
-            return
+            return True
         statics, names, numbers = pack(chain.scalars(group, t, values))
         scal = scalar_tensor(numbers, p)
         if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
-            kern = b.kernels.get((chain, statics, names))
+            kern = b.kernels.get((chain, statics, names, guard))
             if kern is None:
-                kern = kernel_for(chain, statics, names, p.dtype, p.device)
-                b.kernels[(chain, statics, names)] = kern
+                kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
+                b.kernels[(chain, statics, names, guard)] = kern
             if kern.ready(True if self.compile is True else None):
-                kern.fn([p, g, scal, *bufs])
-                return
+                out = kern.fn([p, g, scal, *bufs])
+                return not guard or not bool(out[0])
+        if guard and not finite(g):
+            return False
         run_eager(chain, statics, names, scal, p, g, bufs)
+        return True
 
     # -- buckets and state ---------------------------------------------------------------
     def _entry(self, gi: int, group: dict[str, Any], chain: Chain) -> _Group:

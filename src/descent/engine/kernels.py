@@ -133,7 +133,7 @@ class Kernel:
     def __init__(self, spec: Spec, device: torch.device):
         self.spec = spec
         self.device = device
-        self.fn: Callable[[list[Tensor]], object] | None = None
+        self.fn: Callable[[list[Tensor]], list[Tensor]] | None = None
         self.dead = False
         self.key: str | None = None
         self.next_look = 0.0
@@ -224,10 +224,11 @@ def warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=level + 1)
 
 
-def _counted(fn: Callable[[list[Tensor]], object]) -> Callable[[list[Tensor]], None]:
-    def run(args: list[Tensor]) -> None:
-        fn(args)
+def _counted(fn: Callable[[list[Tensor]], list[Tensor]]) -> Callable[[list[Tensor]], list[Tensor]]:
+    def run(args: list[Tensor]) -> list[Tensor]:
+        out = fn(args)
         stats["compiled_calls"] += 1
+        return out
 
     return run
 
@@ -245,27 +246,44 @@ def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
     name = f"descent_step_{stats['built']}"
 
     def kernel(p, g, scal, *bufs):
-        body(p, g, scal, list(bufs))
+        return body(p, g, scal, list(bufs))
 
     code = kernel.__code__.replace(co_name=name)
     fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
     compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=options())
-    return lambda args: compiled(*args)
+    def run(args: list[Tensor]) -> list[Tensor]:
+        out = compiled(*args)
+        return [] if out is None else [out]
+
+    return run
 
 
 _kernels: dict[Hashable, Kernel] = {}
 
 
 def kernel_for(
-    chain: Chain, statics: tuple, names: tuple, dtype: torch.dtype, device: torch.device
+    chain: Chain,
+    statics: tuple,
+    names: tuple,
+    dtype: torch.dtype,
+    device: torch.device,
+    guard: bool = False,
 ) -> Kernel:
     """The (cached) kernel of ``chain`` with these statics for buffers of ``dtype`` on
-    ``device``."""
-    k = (chain.key, statics, names, dtype, device)
+    ``device`` (``guard``: the ``skip_nonfinite`` variant)."""
+    k = (chain.key, statics, names, dtype, device, guard)
     kern = _kernels.get(k)
     if kern is None:
-        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type), device)
+        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type, guard), device)
     return kern
+
+
+def finite(g: Tensor) -> bool:
+    """Whether ``g`` holds no inf or NaN: one reduction, no temporary of g's size."""
+    if g.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(g)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def compile_mode(requested: bool | str) -> bool | str:

@@ -35,6 +35,7 @@ class Adadelta(RuleOptimizer):
         differentiable: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -46,7 +47,7 @@ class Adadelta(RuleOptimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [AdaDelta()]

@@ -42,6 +42,7 @@ class Adagrad(RuleOptimizer):
         eps_inside: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -55,7 +56,7 @@ class Adagrad(RuleOptimizer):
             "fused": fused,
             "eps_inside": eps_inside,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
         # torch.optim.Adagrad creates its state up front; so does this, for parity.
         for group in self.param_groups:
             init = group["initial_accumulator_value"]

@@ -41,6 +41,7 @@ class Adam(RuleOptimizer):
         eps_inside: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -56,7 +57,7 @@ class Adam(RuleOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "eps_inside": eps_inside,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [
@@ -93,6 +94,7 @@ class AdamW(Adam):
         eps_inside: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         super().__init__(
             params,
@@ -110,4 +112,5 @@ class AdamW(Adam):
             eps_inside=eps_inside,
             flat=flat,
             compile=compile,
+            skip_nonfinite=skip_nonfinite,
         )

@@ -34,6 +34,7 @@ class Adamax(RuleOptimizer):
         capturable: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -45,7 +46,7 @@ class Adamax(RuleOptimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [EMA(), InfinityNorm()]

@@ -36,6 +36,12 @@ class RuleOptimizer(Optimizer):
         with the same bits, while a missing kernel builds in the background; ``True``
         waits for it; ``False`` always steps eagerly. ``DESCENT_COMPILE`` (0/1/auto)
         overrides it. See docs/engine.md.
+    ``skip_nonfinite`` (default ``False``)
+        A step whose gradients hold an inf or NaN leaves params, state and step counts
+        exactly as they were and is counted in :attr:`skipped_steps`. The check is part
+        of the step's kernel (a step of several runs checks every gradient before the
+        first write). Off, as in torch.optim: a non-finite gradient reaches the params
+        and state (Lion included).
     """
 
     #: torch.optim keeps a per-tensor ``step`` in this optimizer's state.
@@ -54,6 +60,7 @@ class RuleOptimizer(Optimizer):
         *,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         if defaults.get("differentiable"):
             raise NotImplementedError(
@@ -64,9 +71,14 @@ class RuleOptimizer(Optimizer):
         self._chains: dict[tuple, Chain] = {}
         #: per param group (by id): its flag values last seen and their chain
         self._last_chain: dict[int, tuple[tuple, Chain]] = {}
-        self._engine = Engine(self, flat=flat, compile=compile)
+        self._engine = Engine(self, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
         super().__init__(params, defaults)
         self._engine.prefetch()
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because a gradient held an inf or NaN (``skip_nonfinite=True``)."""
+        return self._engine.skipped
 
     def _validate(self, values: Mapping[str, Any]) -> None:
         validate(values, self.checks)

@@ -55,12 +55,15 @@ def compose(
         *,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
         **kw: Any,
     ):
         unknown = sorted(set(kw) - set(hyper))
         if unknown:
             raise TypeError(f"{name}() got unexpected keyword argument(s): {', '.join(unknown)}")
-        RuleOptimizer.__init__(self, params, {**hyper, "lr": lr, **kw}, flat=flat, compile=compile)
+        RuleOptimizer.__init__(
+            self, params, {**hyper, "lr": lr, **kw}, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite
+        )
 
     def _rule(self, group: Mapping[str, Any]) -> Sequence[Transform]:
         return rule(group) if rule is not None else fixed

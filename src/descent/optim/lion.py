@@ -37,6 +37,7 @@ class Lion(RuleOptimizer):
         differentiable: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -48,7 +49,7 @@ class Lion(RuleOptimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [LionRule()]

@@ -38,6 +38,7 @@ class NAdam(RuleOptimizer):
         differentiable: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -51,7 +52,7 @@ class NAdam(RuleOptimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [NesterovEMA(), EMAOfSquares()]

@@ -38,6 +38,7 @@ class LookaheadNesterov(RuleOptimizer):
         maximize: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -45,7 +46,7 @@ class LookaheadNesterov(RuleOptimizer):
             "weight_decay": weight_decay,
             "maximize": maximize,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [LookaheadMomentum()]

@@ -46,6 +46,7 @@ class RMSprop(RuleOptimizer):
         eps_inside: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -60,7 +61,7 @@ class RMSprop(RuleOptimizer):
             "differentiable": differentiable,
             "eps_inside": eps_inside,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         rules = [

@@ -40,6 +40,7 @@ class SGD(RuleOptimizer):
         fused: bool | None = None,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -52,7 +53,7 @@ class SGD(RuleOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def check(self, group):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
@@ -93,6 +94,7 @@ class EMAMomentum(RuleOptimizer):
         maximize: bool = False,
         flat: bool = True,
         compile: bool | str = "auto",
+        skip_nonfinite: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -101,7 +103,7 @@ class EMAMomentum(RuleOptimizer):
             "bias_correction": bias_correction,
             "maximize": maximize,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile)
+        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [EMA(beta="beta", bias_correction=bool(group["bias_correction"]))]
