@@ -42,6 +42,10 @@ CHUNK = 1 << 18
 #: Runs shorter than this stay eager (same numbers): a kernel call costs more than the math.
 KERNEL_MIN = 16
 
+#: Kernel runs shorter than this run on one thread: ATen's own grain (32 K elements)
+#: doubled for a step that touches several buffers per element.
+PARALLEL_MIN = 1 << 16
+
 #: How often a step looks for a kernel that is being built, in seconds.
 POLL = 0.2
 

@@ -11,6 +11,7 @@ bucket of its own that runs the same rule on the tensor itself.
 from __future__ import annotations
 
 import operator
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -319,10 +320,44 @@ class Bucket:
         return _flat1d(p.data, p.grad, [self.state[k] for k in names])
 
 
+def _dtensor_type() -> type | None:
+    mod = sys.modules.get("torch.distributed.tensor")
+    return getattr(mod, "DTensor", None)
+
+
+def sharded(p: Tensor) -> bool:
+    """Whether ``p`` is a DTensor (FSDP2, tensor parallel)."""
+    dt = _dtensor_type()
+    return dt is not None and isinstance(p, dt)
+
+
+def local_shards(ts: Sequence[Tensor]) -> list[Tensor] | None:
+    """The local shards of DTensors that are laid out alike (same mesh, same placements,
+    none partial), so this rank's elementwise step is the step over its shards alone;
+    ``None`` when they are not all such DTensors."""
+    dt = _dtensor_type()
+    if dt is None or not all(isinstance(t, dt) for t in ts):
+        return None
+    mesh, places = ts[0].device_mesh, ts[0].placements
+    if any(pl.is_partial() for pl in places):
+        return None
+    if any(t.device_mesh != mesh or t.placements != places for t in ts[1:]):
+        return None
+    return [t.to_local() for t in ts]
+
+
 def _flat1d(p: Tensor, g: Tensor, bufs: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
     """One param's tensors as 1-D runs over their memory when they are dense and laid out
-    alike (so element i of each is the same coordinate), else as they are."""
-    ts = [_real(t) for t in (p, g, *bufs)]
+    alike (so element i of each is the same coordinate), else as they are. DTensors laid
+    out alike step as their local shards (FSDP2: one kernel over each shard, not DTensor
+    dispatch op by op)."""
+    ts = [p, g, *bufs]
+    if sharded(p):
+        local = local_shards(ts)
+        if local is None:
+            return p, g, bufs
+        ts = local
+    ts = [_real(t) for t in ts]
     shape, stride = ts[0].shape, ts[0].stride()
     if all(t.shape == shape and t.stride() == stride for t in ts) and _dense(ts[0]):
         ts = [_window(t, 0, t.numel()) for t in ts]
