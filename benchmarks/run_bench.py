@@ -4,6 +4,7 @@ device and date, for docs/benchmarks.md to cite.
     python benchmarks/run_bench.py                 # every optimizer, default layouts
     python benchmarks/run_bench.py --optimizers adam,rmsprop --repeat 20
     python benchmarks/run_bench.py --sizes         # the size sweep → <device>-sizes-<date>.json
+    python benchmarks/run_bench.py --fsdp          # the step under FSDP2 → <device>-fsdp-<date>.json
 """
 
 from __future__ import annotations
@@ -21,6 +22,6 @@ if __name__ == "__main__":
     device = "cuda" if torch.cuda.is_available() and "--device" not in sys.argv else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    kind = "-sizes" if "--sizes" in sys.argv else ""
+    kind = "-sizes" if "--sizes" in sys.argv else "-fsdp" if "--fsdp" in sys.argv else ""
     out = Path(__file__).parent / "results" / f"{slug}{kind}-{datetime.date.today().isoformat()}.json"
     sys.exit(main(["bench", "--out", str(out), *sys.argv[1:]]))

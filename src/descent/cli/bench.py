@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bench, bench_sizes
+from .. import bench, bench_dist, bench_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,8 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="the size sweep instead: transformer layouts of 1K … 51M params, alternated rounds against "
         f"torch.optim (optionally a comma-separated subset of {', '.join(bench_sizes.SIZES)})",
     )
-    p.add_argument("--optimizers", default=",".join(bench.OPTIMIZERS), help="comma-separated keys")
-    p.add_argument("--impls", default=",".join(bench.IMPLS), help="comma-separated implementations")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="the step under FSDP2 instead: 2 ranks (gloo on the CPU), a model of "
+        f"{4 * bench_dist.BLOCKS} sharded tensors, against torch.optim's foreach and fused "
+        f"(default optimizers: {','.join(bench_dist.FSDP_OPTIMIZERS)})",
+    )
+    p.add_argument("--optimizers", default=None, help="comma-separated keys (default: every one)")
+    p.add_argument("--impls", default=None, help="comma-separated implementations")
     p.add_argument("--few", default=None, help="'few big tensors' layout as COUNTxSIZE")
     p.add_argument("--many", default=None, help="'many small tensors' layout as COUNTxSIZE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -51,12 +58,22 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if args.repeat < 1:
             raise ValueError(f"Invalid --repeat {args.repeat}")
-        if args.sizes is not None:
-            impls = args.impls if args.impls != ",".join(bench.IMPLS) else ",".join(bench_sizes.CONTENDERS)
+        optimizers = keys(args.optimizers or ",".join(bench.OPTIMIZERS))
+        if args.fsdp and args.sizes is not None:
+            raise ValueError("choose one of --fsdp and --sizes")
+        if args.fsdp:
+            fsdp = bench_dist.run_fsdp(
+                keys(args.optimizers or ",".join(bench_dist.FSDP_OPTIMIZERS)),
+                keys(args.impls or ",".join(bench_dist.FSDP_CONTENDERS)),
+                rounds=args.repeat,
+                device=device,
+            )
+            text, table = bench_dist.to_json(fsdp), bench_dist.format_table(fsdp)
+        elif args.sizes is not None:
             sweep = bench_sizes.run_sizes(
-                keys(args.optimizers),
+                optimizers,
                 keys(args.sizes),
-                impls=keys(impls),
+                impls=keys(args.impls or ",".join(bench_sizes.CONTENDERS)),
                 device=device,
                 rounds=args.repeat,
                 first_step=not args.no_first_step,
@@ -69,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
             if args.many:
                 layouts[1] = bench.Layout.parse("many-small", args.many)
             report = bench.run(
-                keys(args.optimizers),
+                optimizers,
                 layouts,
-                impls=keys(args.impls),
+                impls=keys(args.impls or ",".join(bench.IMPLS)),
                 device=device,
                 repeat=args.repeat,
                 first_step=not args.no_first_step,

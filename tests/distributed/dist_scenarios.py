@@ -1,0 +1,322 @@
+"""What the distributed tests run: a tiny float64 model trained on 2 gloo ranks under
+DDP, FSDP2 (``fully_shard``) and ``ZeroRedundancyOptimizer`` with descent's optimizers,
+and the single-process runs of torch.optim's classes on the global batch they are
+compared against.
+
+Every run starts from the same seeded weights and sees the same seeded global batches;
+rank ``r`` trains on rows ``[r·B/2, (r+1)·B/2)``. Each loss is a mean, DDP and FSDP
+average gradients over ranks, so a step on 2 ranks is the step of one process on the
+global batch (up to the order of floating-point sums).
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import descent
+
+STEPS = 10
+BATCH = 8  # global batch; each rank takes half
+FEATURES, HIDDEN, OUT = 6, 8, 3
+
+#: name → (descent class, kwargs); each compared against torch.optim's class of the same
+#: name in one process, except Lion (torch has none), compared against descent's own Lion
+#: run in one process.
+OPTIMIZERS: dict[str, tuple[str, dict]] = {
+    "SGD": ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    "Adam": ("Adam", {"lr": 0.01}),
+    "Adam-amsgrad": ("Adam", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1}),
+    "AdamW": ("AdamW", {"lr": 0.01, "weight_decay": 0.1}),
+    "RMSprop": ("RMSprop", {"lr": 0.01, "centered": True, "momentum": 0.5}),
+    "Adagrad": ("Adagrad", {"lr": 0.1, "lr_decay": 0.01}),
+    "Adadelta": ("Adadelta", {"lr": 1.0}),
+    "NAdam": ("NAdam", {"lr": 0.01}),
+    "Adamax": ("Adamax", {"lr": 0.01}),
+    "RAdam": ("RAdam", {"lr": 0.01}),
+    "Lion": ("Lion", {"lr": 1e-3, "weight_decay": 0.1}),
+}
+
+#: DDP settings: (gradient_as_bucket_view, no_sync accumulation over 2 micro-batches,
+#: how grads are cleared: "opt" = opt.zero_grad(), "opt-keep" = opt.zero_grad(set_to_none=
+#: False), "model" = model.zero_grad())
+DDP_MODES: dict[str, tuple[bool, bool, str]] = {
+    "view0": (False, False, "opt"),
+    "view1": (True, False, "opt"),
+    "view1-keep": (True, False, "opt-keep"),
+    "view0-nosync-keep": (False, True, "opt-keep"),
+    "view1-nosync-model": (True, True, "model"),
+}
+
+FSDP_MODES = ("layers+root", "root")
+FSDP_ONLY_ROOT = ("Adam", "SGD")  # "root" (one fully_shard on the whole model) runs these
+ZERO_OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
+DCP_OPTIMIZERS = ("Adam", "RMSprop")
+DCP_SAVE_AT = 5
+#: ZeRO gives each rank whole params, largest first, to the rank holding least: with this
+#: width rank 0 holds one param alone (its bucket is that param's size), rank 1 the rest.
+ZERO_WIDTH = 64
+
+
+def model(seed: int = 0, width: int = HIDDEN) -> nn.Module:
+    """6 tensors of 3 … 64 elements by default; ``width=64`` makes one tensor (64×8)
+    larger than all the others together."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(FEATURES, width),
+        nn.Tanh(),
+        nn.Linear(width, HIDDEN),
+        nn.LayerNorm(HIDDEN),
+        nn.Tanh(),
+        nn.Linear(HIDDEN, OUT),  # 3 rows: uneven shards on 2 ranks
+    ).double()
+
+
+def batch(step: int, rank: int | None = None, world: int = 2, micro: int | None = None):
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(BATCH, FEATURES, generator=g, dtype=torch.float64)
+    y = torch.randn(BATCH, OUT, generator=g, dtype=torch.float64)
+    if rank is not None:
+        n = BATCH // world
+        x, y = x[rank * n : (rank + 1) * n], y[rank * n : (rank + 1) * n]
+    if micro is not None:  # one of two micro-batches
+        n = x.shape[0] // 2
+        x, y = x[micro * n : (micro + 1) * n], y[micro * n : (micro + 1) * n]
+    return x, y
+
+
+def loss(m: nn.Module, x, y):
+    return ((m(x) - y) ** 2).mean()
+
+
+def optimizer(name: str, params, impl: str = "descent", **extra):
+    cls, kw = OPTIMIZERS[name]
+    if impl == "torch":
+        return getattr(torch.optim, cls)(params, **kw, **extra)
+    return getattr(descent, cls)(params, **kw, **extra)
+
+
+def reference_impl(name: str) -> str:
+    return "descent" if OPTIMIZERS[name][0] == "Lion" else "torch"
+
+
+def reference(name: str, width: int = HIDDEN, steps: int = STEPS) -> list[torch.Tensor]:
+    """One process, the global batch, torch.optim's class (descent's for Lion)."""
+    m = model(width=width)
+    opt = optimizer(name, m.parameters(), reference_impl(name))
+    for step in range(steps):
+        opt.zero_grad()
+        loss(m, *batch(step)).backward()
+        opt.step()
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def full(p) -> torch.Tensor:
+    p = p.detach()
+    return (p.full_tensor() if hasattr(p, "full_tensor") else p).clone()
+
+
+# --- DDP ------------------------------------------------------------------------------
+
+
+def ddp(rank: int, world: int, name: str, mode: str) -> dict:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    bucket_view, accumulate, zero = DDP_MODES[mode]
+    net = DDP(model(), gradient_as_bucket_view=bucket_view)
+    params = list(net.parameters())
+    opt = optimizer(name, params)
+    # From the third step on (DDP rebuilds its buckets once, in the second), a grad that
+    # DDP made a view of its bucket must still be one after opt.step().
+    moved = 0
+    for step in range(STEPS):
+        if accumulate:
+            with net.no_sync():
+                loss(net, *batch(step, rank, world, micro=0)).div(2).backward()
+            loss(net, *batch(step, rank, world, micro=1)).div(2).backward()
+        else:
+            loss(net, *batch(step, rank, world)).backward()
+        before = [p.grad.untyped_storage().data_ptr() for p in params]
+        opt.step()
+        if step >= 2:
+            moved += sum(p.grad.untyped_storage().data_ptr() != b for p, b in zip(params, before))
+        if zero == "opt":
+            opt.zero_grad()
+        elif zero == "opt-keep":
+            opt.zero_grad(set_to_none=False)
+        else:
+            net.zero_grad()
+    return {"params": [full(p) for p in params], "grads_moved": moved}
+
+
+# --- FSDP2 ----------------------------------------------------------------------------
+
+
+def shard(m: nn.Module, mode: str) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    if mode == "layers+root":
+        for layer in m:
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer)
+    fully_shard(m)
+    return m
+
+
+def describe_state(opt) -> list[dict]:
+    """Per param (in order), per state key: what kind of tensor holds it and how it is laid
+    out (DTensor placements, local and global shape)."""
+    out = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            entry = {}
+            for key, v in opt.state.get(p, {}).items():
+                if not isinstance(v, torch.Tensor):
+                    entry[key] = ("value", type(v).__name__)
+                elif hasattr(v, "placements"):
+                    entry[key] = (
+                        "DTensor",
+                        tuple(str(pl) for pl in v.placements),
+                        tuple(local(v).shape),
+                        tuple(v.shape),
+                        v.dtype,
+                    )
+                else:
+                    entry[key] = ("Tensor", tuple(v.shape), v.dtype)
+            out.append(entry)
+    return out
+
+
+def fsdp_train(rank: int, world: int, m: nn.Module, opt, start: int, stop: int) -> None:
+    for step in range(start, stop):
+        opt.zero_grad()
+        loss(m, *batch(step, rank, world)).backward()
+        opt.step()
+
+
+def fsdp(rank: int, world: int, name: str, mode: str, impl: str = "descent") -> dict:
+    m = shard(model(), mode)
+    opt = optimizer(name, m.parameters(), impl)
+    fsdp_train(rank, world, m, opt, 0, STEPS)
+    layout = [
+        (type(p).__name__, tuple(str(pl) for pl in getattr(p, "placements", ())), tuple(local(p).shape))
+        for p in m.parameters()
+    ]
+    return {"params": [full(p) for p in m.parameters()], "state": describe_state(opt), "param_layout": layout}
+
+
+# --- DCP ------------------------------------------------------------------------------
+
+
+def dcp_state(m: nn.Module, opt) -> dict:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    return {"model": get_model_state_dict(m), "optim": get_optimizer_state_dict(m, opt)}
+
+
+def dcp_restore(m: nn.Module, opt, path: str) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    state = dcp_state(m, opt)
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(m, state["model"])
+    set_optimizer_state_dict(m, opt, state["optim"])
+
+
+def dcp_save_resume(rank: int, world: int, name: str, path: str) -> dict:
+    """Train, save at DCP_SAVE_AT, train on (the uninterrupted run); then a new model and
+    optimizer (other initial weights) load the checkpoint and train the same steps."""
+    import torch.distributed.checkpoint as dcp
+
+    m = shard(model(), "layers+root")
+    opt = optimizer(name, m.parameters())
+    fsdp_train(rank, world, m, opt, 0, DCP_SAVE_AT)
+    dcp.save(dcp_state(m, opt), checkpoint_id=path)
+    fsdp_train(rank, world, m, opt, DCP_SAVE_AT, STEPS)
+    uninterrupted = [full(p) for p in m.parameters()]
+
+    m2 = shard(model(seed=1), "layers+root")
+    opt2 = optimizer(name, m2.parameters())
+    dcp_restore(m2, opt2, path)
+    fsdp_train(rank, world, m2, opt2, DCP_SAVE_AT, STEPS)
+    return {"params": uninterrupted, "resumed": [full(p) for p in m2.parameters()]}
+
+
+def dcp_resume_one_process(name: str, path: str) -> list[torch.Tensor]:
+    """Load a checkpoint saved on 2 ranks into one process (no process group) and train
+    on the global batch from DCP_SAVE_AT."""
+    m = model(seed=1)
+    opt = optimizer(name, m.parameters())
+    dcp_restore(m, opt, path)
+    for step in range(DCP_SAVE_AT, STEPS):
+        opt.zero_grad()
+        loss(m, *batch(step)).backward()
+        opt.step()
+    return [p.detach().clone() for p in m.parameters()]
+
+
+# --- ZeRO -----------------------------------------------------------------------------
+
+
+def zero(rank: int, world: int, name: str, bucket_view: bool) -> dict:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    net = DDP(model(width=ZERO_WIDTH))
+    cls, kw = OPTIMIZERS[name]
+    opt = ZeroRedundancyOptimizer(
+        net.parameters(),
+        optimizer_class=getattr(descent, cls),
+        parameters_as_bucket_view=bucket_view,
+        **kw,
+    )
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss(net, *batch(step, rank, world)).backward()
+        opt.step()
+    return {"params": [full(p) for p in net.parameters()]}
+
+
+# --- everything, on each rank ---------------------------------------------------------
+
+
+def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
+    out = []
+    for name in OPTIMIZERS:
+        for mode in DDP_MODES:
+            out.append((f"ddp/{name}/{mode}", ddp, (name, mode)))
+    for name in OPTIMIZERS:
+        for mode in FSDP_MODES:
+            if mode == "root" and name not in FSDP_ONLY_ROOT:
+                continue
+            out.append((f"fsdp/{name}/{mode}", fsdp, (name, mode)))
+            if reference_impl(name) == "torch":
+                out.append((f"fsdp-torch/{name}/{mode}", fsdp, (name, mode, "torch")))
+    for name in ZERO_OPTIMIZERS:
+        for view in (False, True):
+            out.append((f"zero/{name}/view{int(view)}", zero, (name, view)))
+    for name in DCP_OPTIMIZERS:
+        out.append((f"dcp/{name}", dcp_save_resume, (name, f"{ckpt_dir}/{name}")))
+    return out
+
+
+def run_all(rank: int, world: int, ckpt_dir: str) -> dict:
+    """Every case in sequence on this rank; a case that raises records its traceback (the
+    others still run)."""
+    torch.manual_seed(0)
+    results = {}
+    for key, fn, args in cases(ckpt_dir):
+        try:
+            results[key] = fn(rank, world, *args)
+        except Exception:
+            results[key] = {"error": traceback.format_exc()}
+        dist.barrier()
+    return results
