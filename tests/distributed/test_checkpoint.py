@@ -10,12 +10,7 @@ import torch
 from dist_harness import result, worst_error
 from dist_scenarios import DCP_OPTIMIZERS, dcp_resume_one_process
 
-DTENSOR = pytest.mark.xfail(
-    strict=True, reason="a DTensor param's per-tensor run calls Tensor.set_ on the DTensor (fix pending)"
-)
 
-
-@DTENSOR
 @pytest.mark.parametrize("name", DCP_OPTIMIZERS)
 def test_dcp_save_two_ranks_load_two_ranks(ranks, name):
     for rank in range(len(ranks)):
@@ -24,7 +19,6 @@ def test_dcp_save_two_ranks_load_two_ranks(ranks, name):
             assert torch.equal(resumed, uninterrupted)
 
 
-@DTENSOR
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 @pytest.mark.parametrize("name", DCP_OPTIMIZERS)
 def test_dcp_save_two_ranks_load_one_process(ranks, reference, ckpt_dir, name):

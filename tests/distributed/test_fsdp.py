@@ -10,15 +10,10 @@ from dist_scenarios import FSDP_MODES, FSDP_ONLY_ROOT, OPTIMIZERS, reference_imp
 
 TOL = 1e-5
 
-DTENSOR = pytest.mark.xfail(
-    strict=True, reason="a DTensor param's per-tensor run calls Tensor.set_ on the DTensor (fix pending)"
-)
-
 CASES = [(n, m) for n in OPTIMIZERS for m in FSDP_MODES if m != "root" or n in FSDP_ONLY_ROOT]
 WITH_TORCH = [(n, m) for n, m in CASES if reference_impl(n) == "torch"]
 
 
-@DTENSOR
 @pytest.mark.parametrize(("name", "mode"), CASES)
 def test_fsdp_matches_one_process(ranks, reference, name, mode):
     want = reference(name)
@@ -36,7 +31,6 @@ def test_fsdp_torch_optim_matches_one_process(ranks, reference, name, mode):
         assert err <= TOL, f"rank {rank}: worst relative error {err:.2e}"
 
 
-@DTENSOR
 @pytest.mark.parametrize(("name", "mode"), CASES)
 def test_fsdp_state_sharded(ranks, name, mode):
     """Every state tensor is a DTensor sharded like its param (same placements and local

@@ -10,12 +10,8 @@ from dist_scenarios import ZERO_OPTIMIZERS, ZERO_WIDTH
 
 TOL = 1e-6
 
-ALIASED = pytest.mark.xfail(
-    strict=True, reason="param storage aliased by ZeRO's bucket is re-homed (fix pending)"
-)
 
-
-@pytest.mark.parametrize("view", [False, pytest.param(True, marks=ALIASED)], ids=["view0", "view1"])
+@pytest.mark.parametrize("view", [False, True], ids=["view0", "view1"])
 @pytest.mark.parametrize("name", ZERO_OPTIMIZERS)
 def test_zero_matches_one_process(ranks, reference, name, view):
     want = reference(name, ZERO_WIDTH)
