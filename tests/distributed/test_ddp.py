@@ -20,9 +20,6 @@ def test_ddp_matches_one_process(ranks, reference, name, mode):
         assert err <= TOL, f"rank {rank}: worst relative error {err:.2e}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the step moves grads out of DDP's bucket into descent's grad buffer (fix pending)"
-)
 @pytest.mark.parametrize("mode", [m for m, (view, _, _) in DDP_MODES.items() if view])
 def test_ddp_bucket_views_kept(ranks, mode):
     """With gradient_as_bucket_view=True each p.grad is a view of DDP's bucket; after

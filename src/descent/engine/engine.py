@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, get_num_threads, set_num_threads
 
 from ..rules.base import Chain
@@ -207,11 +208,12 @@ class Engine:
             or entry.params is not params
             or entry.n != len(params)
             or not all(b.intact() for b in entry.buckets)
+            or any(b.retiled() for b in entry.buckets)
         )
         if fresh:
             if entry is not None and any(b.taken() for b in entry.buckets):
                 self._taken()
-            buckets = [Bucket(ps, f) for ps, f in plan(params, self.flat)]
+            buckets = [Bucket(ps, f, tiled) for ps, f, tiled in plan(params, self.flat)]
             entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
         for b in entry.buckets:
@@ -296,5 +298,8 @@ class Engine:
         ):
             return False
         for b in buckets:
-            b.G.zero_()
+            if b.own_grads:
+                b.G.zero_()
+            else:  # the shared buffer holds other params' gradients too
+                torch._foreach_zero_(b.gviews)
         return True

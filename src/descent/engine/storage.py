@@ -129,21 +129,48 @@ def flattenable(p: Tensor) -> bool:
     return homed(p) or alone(p)
 
 
-def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool]]:
-    """Split one group's params into buckets: ``(params, is_flat)``, in param order."""
+def _tile(p: Tensor) -> int | None:
+    """The storage ``p.grad`` is a window of, when the gradient lives in a buffer shared
+    with other gradients (DDP's ``gradient_as_bucket_view``, a gradient arena) laid out
+    like ``p``: the bucket then reads the gradients where they are."""
+    g = p.grad
+    if g is None or type(g) is not torch.Tensor or g.layout != torch.strided or g.dtype != p.dtype:
+        return None
+    if g.device != p.device or g.shape != p.shape or g.stride() != p.stride():
+        return None
+    if not g.numel() or not _dense(g):
+        return None
+    s = g.untyped_storage()
+    return s.data_ptr() if s.nbytes() > g.numel() * g.element_size() else None
+
+
+def _disjoint(ps: list[Tensor]) -> bool:
+    spans = sorted((p.grad.storage_offset(), p.numel()) for p in ps)
+    return all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
+
+
+def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool, bool]]:
+    """Split one group's params into buckets: ``(params, is_flat, grads_in_a_shared_buffer)``."""
     candidates = [p for p in params if flattenable(p)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     chosen = {
         id(p) for p in candidates if not p.numel() or homed(p) or owners[p.untyped_storage().data_ptr()] == 1
     }
     buckets: dict[tuple, list[Tensor]] = {}
-    singles: list[tuple[list[Tensor], bool]] = []
+    singles: list[tuple[list[Tensor], bool, bool]] = []
     for p in params:
         if id(p) in chosen:
-            buckets.setdefault((p.device, p.dtype), []).append(p)
+            buckets.setdefault((p.device, p.dtype, _tile(p)), []).append(p)
         else:
-            singles.append(([p], False))
-    return [(ps, True) for ps in buckets.values()] + singles
+            singles.append(([p], False, False))
+    out: list[tuple[list[Tensor], bool, bool]] = []
+    plain: dict[tuple, list[Tensor]] = {}
+    for (device, dtype, tile), ps in buckets.items():
+        if tile is not None and _disjoint(ps):
+            out.append((ps, True, True))
+        else:
+            plain.setdefault((device, dtype), []).extend(ps)
+    return out + [(ps, True, False) for ps in plain.values()] + singles
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -158,9 +185,15 @@ def _real(t: Tensor) -> Tensor:
 class Bucket:
     """Storage and per-tensor bookkeeping for params of one device and dtype."""
 
-    def __init__(self, params: list[Tensor], flat: bool):
+    def __init__(self, params: list[Tensor], flat: bool, tiled: bool = False):
+        """``tiled``: every param's gradient is a window of one shared buffer (see
+        :func:`plan`); the param buffer mirrors that layout and the step reads the
+        gradients in place, with no copy and ``p.grad`` left as it is."""
+        if tiled:
+            params = sorted(params, key=lambda p: p.grad.storage_offset())
         self.params = params
         self.flat = flat
+        self.tiled = tiled
         self.device = params[0].device
         self.dtype = params[0].dtype
         n = len(params)
@@ -177,23 +210,31 @@ class Bucket:
         if not flat:
             return
         self.starts: list[int] = []
-        end = 0
-        for p in params:
-            self.starts.append(end)
-            end = _align(end + p.numel())
+        kw = {"dtype": self.dtype, "device": self.device}
+        if tiled:
+            base = params[0].grad.storage_offset()
+            self.starts = [p.grad.storage_offset() - base for p in params]
+            end = self.starts[-1] + params[-1].numel()
+            self.G = params[0].grad.new_empty(0).set_(params[0].grad.untyped_storage(), base, (end,), (1,))
+        else:
+            end = 0
+            for p in params:
+                self.starts.append(end)
+                end = _align(end + p.numel())
+            self.G = staggered(end, 1, 0.0, **kw)
         self.size = end
         self.ends = [a + p.numel() for a, p in zip(self.starts, params)]
-        kw = {"dtype": self.dtype, "device": self.device}
+        #: the gradient buffer holds nothing but these params' gradients
+        self.own_grads = not tiled or sum(p.numel() for p in params) == end
         self.P = staggered(end, 0, 0.0, **kw)
-        self.G = staggered(end, 1, 0.0, **kw)
-        self.gviews = [self.view(self.G, i) for i in range(n)]
+        self.gviews = [p.grad if tiled else self.view(self.G, i) for i, p in enumerate(params)]
         for i, (p, gv) in enumerate(zip(params, self.gviews)):
             v = self.view(self.P, i)
             v.copy_(p.detach())
             grad = p.grad
             p.data = v
             _homes[p] = self.P.untyped_storage().data_ptr()
-            if grad is not None and grad.layout == torch.strided:
+            if not tiled and grad is not None and grad.layout == torch.strided:
                 gv.copy_(grad)
                 p.grad = gv
         self.ptrs = [p.data_ptr() for p in params]
@@ -210,6 +251,20 @@ class Bucket:
     def intact(self) -> bool:
         """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
         return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
+
+    def retiled(self) -> bool:
+        """The gradients now live in another shared buffer (DDP rebuilt its buckets, or
+        was wrapped around the model after the first step): worth a new layout, where
+        copying them out every step would cost a pass and undo DDP's views."""
+        if not self.flat or not self.params:
+            return False
+        g = self.params[0].grad
+        if g is None or g is self.gviews[0] or g.data_ptr() == self.gptrs[0]:
+            return False
+        tile = _tile(self.params[0])
+        if tile is None or tile == self.G.untyped_storage().data_ptr():
+            return False
+        return all(_tile(p) is not None for p in self.params)
 
     def taken(self) -> bool:
         """Some param left this buffer for another descent buffer."""
@@ -251,9 +306,15 @@ class Bucket:
             for g, p in zip(given, mine):
                 _check_grad(who, name(p), p, g)
         if self.flat:
-            moves = [
-                i for i in idx if grads[i] is not self.gviews[i] or self.gviews[i].data_ptr() != self.gptrs[i]
-            ]
+            moves = []
+            for i in idx:
+                g, gv = grads[i], self.gviews[i]
+                if g is gv and gv.data_ptr() == self.gptrs[i]:
+                    continue
+                if g.data_ptr() == self.gptrs[i] and g.stride() == params[i].stride():
+                    self.gviews[i] = g  # a new tensor over the same memory (DDP's bucket view)
+                else:
+                    moves.append(i)
             if moves:
                 fresh = [self.view(self.G, i) for i in moves]
                 torch._foreach_copy_(fresh, [grads[i] for i in moves])
