@@ -41,6 +41,21 @@ class _Group:
     buckets: list[Bucket]
 
 
+def _call(fn, args: list[Tensor], n: int) -> bool:
+    """Run a kernel over ``n`` elements; False when a guarded kernel skipped the step."""
+    if n < PARALLEL_MIN and (threads := get_num_threads()) > 1:
+        # A short run costs less than waking the OpenMP team (on a busy machine far
+        # less: 0.6 ms a call was measured for 4 K elements).
+        set_num_threads(1)
+        try:
+            out = fn(args)
+        finally:
+            set_num_threads(threads)
+    else:
+        out = fn(args)
+    return not out or not bool(out[0])
+
+
 def _namer(group: dict[str, Any], gi: int):
     def name(p: Tensor) -> str:
         i = next(j for j, q in enumerate(group["params"]) if q is p)
@@ -112,10 +127,9 @@ class Engine:
         ]
         # skip_nonfinite: a step of one run checks its gradient inside its kernel; with
         # several runs every gradient is checked (one reduction each) before the first write.
-        inside = self.guard and sum(len(runs) for *_, runs in plans) == 1
-        if self.guard and not inside and not all(
-            finite(b.tensors(a, c, ())[1]) for _, _, b, runs in plans for a, c in runs
-        ):
+        spread = any(b.sharded for _, _, b, _ in plans)
+        inside = self.guard and not spread and sum(len(runs) for *_, runs in plans) == 1
+        if self.guard and not inside and not self._all_finite(plans, spread):
             self.skipped += 1
             return
         for group, chain, b, runs in plans:
@@ -136,6 +150,23 @@ class Engine:
                 for i in range(a, c):
                     if not b.exposed[i]:
                         self._expose(b, chain, i)
+
+    @staticmethod
+    def _all_finite(plans: list, spread: bool) -> bool:
+        ok = all(
+            finite(g)
+            for _, _, b, runs in plans
+            for a, c in runs
+            for _, g, _ in (b.pieces(a, c, ()) if b.sharded else [b.tensors(a, c, ())])
+        )
+        if spread:  # sharded params: every rank must take the same decision
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                flag = torch.tensor([0.0 if ok else 1.0], device=next(b.device for _, _, b, _ in plans))
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                ok = flag.item() == 0.0
+        return ok
 
     def _guarded_run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> bool:
         """:meth:`_run` that leaves params, state and step counts as they were when the
@@ -170,31 +201,27 @@ class Engine:
         else:
             chain.advance(group, t, host)
             values = {k: v[0].item() for k, v in host.items()}
-        p, g, bufs = b.tensors(a, c, chain.state)
-        if p.numel() == 0:
+        pieces = b.pieces(a, c, chain.state) if b.sharded else [b.tensors(a, c, chain.state)]
+        if not pieces or pieces[0][0].numel() == 0:
             return True
         statics, names, numbers = pack(chain.scalars(group, t, values))
-        scal = scalar_tensor(numbers, p)
-        if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
-            kern = b.kernels.get((chain, statics, names, guard))
-            if kern is None:
-                kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
-                b.kernels[(chain, statics, names, guard)] = kern
-            if kern.ready(True if self.compile is True else None):
-                if p.numel() < PARALLEL_MIN and (threads := get_num_threads()) > 1:
-                    # A short run costs less than waking the OpenMP team (on a busy
-                    # machine, far less: 0.6 ms a call was measured for 4 K elements).
-                    set_num_threads(1)
-                    try:
-                        out = kern.fn([p, g, scal, *bufs])
-                    finally:
-                        set_num_threads(threads)
-                else:
-                    out = kern.fn([p, g, scal, *bufs])
-                return not guard or not bool(out[0])
-        if guard and not finite(g):
-            return False
-        run_eager(chain, statics, names, scal, p, g, bufs)
+        scal = scalar_tensor(numbers, pieces[0][0])
+        for p, g, bufs in pieces:  # several only for sharded params: one per local shard
+            kern = None
+            if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
+                kern = b.kernels.get((chain, statics, names, guard, p.dtype))
+                if kern is None:
+                    kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
+                    b.kernels[(chain, statics, names, guard, p.dtype)] = kern
+                if not kern.ready(True if self.compile is True else None):
+                    kern = None
+            if kern is not None:
+                if not _call(kern.fn, [p, g, scal, *bufs], p.numel()) and guard:
+                    return False
+                continue
+            if guard and not finite(g):
+                return False
+            run_eager(chain, statics, names, scal, p, g, bufs)
         return True
 
     # -- buckets and state ---------------------------------------------------------------
@@ -213,7 +240,7 @@ class Engine:
         if fresh:
             if entry is not None and any(b.taken() for b in entry.buckets):
                 self._taken()
-            buckets = [Bucket(ps, f, tiled) for ps, f, tiled in plan(params, self.flat)]
+            buckets = [Bucket(ps, f, tiled, sh) for ps, f, tiled, sh in plan(params, self.flat)]
             entry = _Group(params, len(params), buckets)
             self.groups[gi] = entry
         for b in entry.buckets:

@@ -149,28 +149,40 @@ def _disjoint(ps: list[Tensor]) -> bool:
     return all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
 
 
-def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool, bool]]:
-    """Split one group's params into buckets: ``(params, is_flat, grads_in_a_shared_buffer)``."""
+def _shard_key(p: Tensor) -> tuple | None:
+    """DTensors that can share a sharded bucket: same mesh, placements, dtype, none partial."""
+    if not sharded(p) or p.layout != torch.strided or any(pl.is_partial() for pl in p.placements):
+        return None
+    return (id(p.device_mesh), p.placements, p.dtype)
+
+
+def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool, bool, bool]]:
+    """Split one group's params into buckets: ``(params, is_flat, grads_in_a_shared_buffer,
+    sharded)``."""
     candidates = [p for p in params if flattenable(p)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     chosen = {
         id(p) for p in candidates if not p.numel() or homed(p) or owners[p.untyped_storage().data_ptr()] == 1
     }
     buckets: dict[tuple, list[Tensor]] = {}
-    singles: list[tuple[list[Tensor], bool, bool]] = []
+    shards: dict[tuple, list[Tensor]] = {}
+    singles: list[tuple[list[Tensor], bool, bool, bool]] = []
     for p in params:
         if id(p) in chosen:
             buckets.setdefault((p.device, p.dtype, _tile(p)), []).append(p)
+        elif flat and (key := _shard_key(p)) is not None:
+            shards.setdefault(key, []).append(p)
         else:
-            singles.append(([p], False, False))
-    out: list[tuple[list[Tensor], bool, bool]] = []
+            singles.append(([p], False, False, False))
+    out: list[tuple[list[Tensor], bool, bool, bool]] = []
     plain: dict[tuple, list[Tensor]] = {}
     for (device, dtype, tile), ps in buckets.items():
         if tile is not None and _disjoint(ps):
-            out.append((ps, True, True))
+            out.append((ps, True, True, False))
         else:
             plain.setdefault((device, dtype), []).extend(ps)
-    return out + [(ps, True, False) for ps in plain.values()] + singles
+    out += [(ps, True, False, False) for ps in plain.values()]
+    return out + [(ps, False, False, True) for ps in shards.values()] + singles
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -185,15 +197,19 @@ def _real(t: Tensor) -> Tensor:
 class Bucket:
     """Storage and per-tensor bookkeeping for params of one device and dtype."""
 
-    def __init__(self, params: list[Tensor], flat: bool, tiled: bool = False):
+    def __init__(self, params: list[Tensor], flat: bool, tiled: bool = False, sharded: bool = False):
         """``tiled``: every param's gradient is a window of one shared buffer (see
         :func:`plan`); the param buffer mirrors that layout and the step reads the
-        gradients in place, with no copy and ``p.grad`` left as it is."""
+        gradients in place, with no copy and ``p.grad`` left as it is.
+        ``sharded``: DTensors laid out alike (FSDP2's shards of one group); their state
+        lives in flat buffers of this rank's shards, exposed as DTensors like torch.optim's,
+        and the step is one kernel per local shard with the numbers computed once."""
         if tiled:
             params = sorted(params, key=lambda p: p.grad.storage_offset())
         self.params = params
         self.flat = flat
         self.tiled = tiled
+        self.sharded = sharded
         self.device = params[0].device
         self.dtype = params[0].dtype
         n = len(params)
@@ -207,6 +223,19 @@ class Bucket:
         self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, list[Tensor]]] = {}
         #: kernels by (chain, statics, names), so a step finds its kernel without hashing
         self.kernels: dict = {}
+        if sharded:
+            self.locals = [p.to_local() for p in params]
+            #: per param: the local shard last seen and its 1-D window (None: not dense)
+            self._seen: list[tuple[Tensor, Tensor | None] | None] = [None] * n
+            self.starts = []
+            end = 0
+            for loc in self.locals:
+                self.starts.append(end)
+                end = _align(end + loc.numel())
+            self.size = end
+            self.device = self.locals[0].device
+            #: each state buffer's 1-D window per param
+            self.windows: dict[str, list[Tensor]] = {}
         if not flat:
             return
         self.starts: list[int] = []
@@ -246,10 +275,45 @@ class Bucket:
         return flat.as_strided(p.shape, p.stride(), flat.storage_offset() + self.starts[i])
 
     def state_view(self, name: str, i: int) -> Tensor:
+        if self.sharded:
+            return self._sharded_view(name, i)
         return self.view(self.state[name], i) if self.flat else self.state[name]
+
+    def _sharded_view(self, name: str, i: int) -> Tensor:
+        p, loc, buf = self.params[i], self.locals[i], self.state[name]
+        stride = loc.stride() if _dense(loc) else torch.empty(loc.shape, device="meta").stride()
+        local = buf.as_strided(loc.shape, stride, buf.storage_offset() + self.starts[i])
+        dt = _dtensor_type()
+        return dt.from_local(
+            local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+        )
+
+    def pieces(self, a: int, b: int, names: Sequence[str]) -> list[tuple[Tensor, Tensor, list[Tensor]]]:
+        """Sharded buckets: what the kernel updates for each param of ``a..b-1``, as 1-D
+        runs over this rank's shards where param, grad and state are laid out alike."""
+        out = []
+        dt = _dtensor_type()
+        for i in range(a, b):
+            p = self.params[i]
+            loc, g = p._local_tensor, p.grad
+            seen = self._seen[i]
+            if seen is None or seen[0] is not loc:  # first use, or the owner swapped the shard
+                self.locals[i] = loc
+                seen = self._seen[i] = (loc, _window(loc, 0, loc.numel()) if _dense(loc) else None)
+            if not loc.numel():
+                continue
+            gl = g._local_tensor if type(g) is dt and g._spec.placements == p._spec.placements else None
+            alike = gl is not None and (gl.stride(), gl.dtype) == (loc.stride(), loc.dtype)
+            if seen[1] is not None and alike:
+                out.append((seen[1], _window(gl, 0, gl.numel()), [self.windows[k][i] for k in names]))
+            else:  # laid out differently: the rule over the DTensors themselves
+                out.append((p.data, g, [self.state_view(k, i) for k in names]))
+        return out
 
     def intact(self) -> bool:
         """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
+        if self.sharded:  # the shards stay the owner's; pieces() follows a swapped one
+            return True
         return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
 
     def retiled(self) -> bool:
@@ -326,12 +390,16 @@ class Bucket:
     def allocate(self, name: str, fill: float) -> Tensor:
         if self.dtype.is_complex:
             fill = complex(fill, fill)
-        if self.flat:
+        if self.flat or self.sharded:
             buf = staggered(self.size, 2 + len(self.state), fill, dtype=self.dtype, device=self.device)
         else:
             buf = torch.full_like(self.params[0], fill, memory_format=torch.preserve_format)
         self.state[name] = buf
         self._whole.clear()
+        if self.sharded:
+            self.windows[name] = [
+                _window(buf, a, a + loc.numel()) for a, loc in zip(self.starts, self.locals)
+            ]
         return buf
 
     def allocate_host(self, name: str, value: float) -> Tensor:
