@@ -65,10 +65,10 @@ def test_top_group_is_overlap_with_the_best_within_seed_spread():
         "adagrad": record("a", "full", "adagrad", 0.1, 0.9, diverged=1),  # a diverged seed: last
     }
     j = judge(recs, "tuned")
-    assert {k for k, v in j.items() if v["top"]} == {"sgd", "adam"}  # 0.50 − 0.05 = 0.45 reaches 0.45
-    assert j["adam"]["rank"] == 1 and j["adam"]["win"]
-    assert j["adagrad"]["rank"] == 4 and not j["adagrad"]["top"]
-    assert j["sgd"]["ratio"] == pytest.approx(0.50 / 0.40)
+    assert {k for k, v in j.items() if v.top} == {"sgd", "adam"}  # 0.50 − 0.05 = 0.45 reaches 0.45
+    assert j["adam"].rank == 1 and j["adam"].win
+    assert j["adagrad"].rank == 4 and not j["adagrad"].top
+    assert j["sgd"].ratio == pytest.approx(0.50 / 0.40)
 
 
 def _records(tuned_best: str, defaults_best: str) -> list[StudyRecord]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from ... import catalog
 from ..records import BUDGETS, BoardRow, Choice, Recommendation, StudyRecord
@@ -30,6 +31,17 @@ from ..tasks.data import REGIME_LABELS, REGIMES
 TAUS = tuple(round(1 + 0.05 * i, 2) for i in range(41))  # 1.00 … 3.00
 
 Problem = tuple[str, str]  # (task, regime)
+
+
+@dataclass(frozen=True)
+class Placing:
+    """One optimizer on one problem: its rank, whether it is the best outright, whether
+    it is in the top group, and its loss as a multiple of the best's."""
+
+    rank: float
+    win: bool
+    top: bool
+    ratio: float
 
 
 def average_ranks(scores: dict[str, float]) -> dict[str, float]:
@@ -54,7 +66,7 @@ def problems(records: Sequence[StudyRecord]) -> dict[Problem, dict[str, StudyRec
     return out
 
 
-def judge(recs: dict[str, StudyRecord], budget: str) -> dict[str, dict[str, float | bool]]:
+def judge(recs: dict[str, StudyRecord], budget: str) -> dict[str, Placing]:
     """Ranks, wins, top group and loss ratio to the best on one problem."""
     scored = {k: (r.summary(budget).rank_score, r.summary(budget).spread) for k, r in recs.items()}
     ranks = average_ranks({k: v[0] for k, v in scored.items()})
@@ -63,16 +75,13 @@ def judge(recs: dict[str, StudyRecord], budget: str) -> dict[str, dict[str, floa
     for k, (mean, std) in scored.items():
         top = math.isfinite(mean) and mean - std <= best_mean + best_std
         ratio = mean / best_mean if best_mean > 0 else (1.0 if mean == best_mean else math.inf)
-        out[k] = {
-            "rank": ranks[k],
-            "win": mean == best_mean and math.isfinite(mean),
-            "top": top,
-            "ratio": ratio,
-        }
+        out[k] = Placing(ranks[k], mean == best_mean and math.isfinite(mean), top, ratio)
     return out
 
 
-def leaderboard(judged: dict[Problem, dict], keys: Sequence[str], regime: str | None) -> dict[str, BoardRow]:
+def leaderboard(
+    judged: dict[Problem, dict[str, Placing]], keys: Sequence[str], regime: str | None
+) -> dict[str, BoardRow]:
     """Per optimizer over the judged problems of one regime (``None``: all): mean rank,
     wins, top-group count, worst rank and its performance profile."""
     mine_by = [j for p, j in judged.items() if regime is None or p[1] == regime]
@@ -82,12 +91,12 @@ def leaderboard(judged: dict[Problem, dict], keys: Sequence[str], regime: str | 
         if not mine:
             continue
         table[k] = BoardRow(
-            mean_rank=round(statistics.fmean(m["rank"] for m in mine), 3),
-            wins=sum(m["win"] for m in mine),
-            top=sum(m["top"] for m in mine),
-            worst_rank=max(m["rank"] for m in mine),
+            mean_rank=round(statistics.fmean(m.rank for m in mine), 3),
+            wins=sum(m.win for m in mine),
+            top=sum(m.top for m in mine),
+            worst_rank=max(m.rank for m in mine),
             problems=len(mine),
-            profile=[round(sum(m["ratio"] <= t for m in mine) / len(mine), 4) for t in TAUS],
+            profile=[round(sum(m.ratio <= t for m in mine) / len(mine), 4) for t in TAUS],
         )
     return table
 
@@ -115,7 +124,7 @@ def recommend(records: Sequence[StudyRecord], seeds: int, sparse: Collection[str
         scope: Choice(tuned=best_of(s["tuned"], s["defaults"]), defaults=best_of(s["defaults"], s["tuned"]))
         for scope, s in scopes.items()
     }
-    ranks = {b: [{k: v["rank"] for k, v in judged[b][p].items()} for p in probs] for b in BUDGETS}
+    ranks = {b: [{k: v.rank for k, v in judged[b][p].items()} for p in probs] for b in BUDGETS}
     return Recommendation(
         optimizer=choice["all"].tuned,
         choice=choice,

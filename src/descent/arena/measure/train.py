@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ... import catalog
-from ..records import Curve, Final, Run, jsonable
+from ..records import Curve, Final, Run, finite, jsonable
 from ..tasks import Task, resolve
 from ..tasks.data import DATA_SEED, batch_size_for, make_loader
 
@@ -160,9 +160,9 @@ def _record(curve: dict[str, list], step: int, ev: dict[str, float]) -> None:
 
 
 def _num(x: float) -> float | None:
-    """JSON-safe: non-finite numbers (a diverged run) become None."""
-    x = float(x)
-    return float(f"{x:.6g}") if math.isfinite(x) else None
+    """A measured number as recorded: 6 significant digits; None where it is not finite
+    (a diverged run)."""
+    return finite(float(f"{float(x):.6g}"))
 
 
 def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> Run:
