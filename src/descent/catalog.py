@@ -80,7 +80,9 @@ class Entry:
 
     @property
     def rule(self) -> tuple[Any, ...]:
-        """Its moment transforms (the rule, without Prepare and Descend) at its defaults."""
+        """Its moment transforms (the rule, without Prepare and Descend) at its defaults.
+        ``rule`` reads only the group it is given, so no optimizer (and no engine) is
+        built for it."""
         return tuple(self.cls.rule(self.cls.__new__(self.cls), self.defaults))
 
     @property
