@@ -15,6 +15,7 @@ from typing import Any
 from torch.optim import Optimizer, lr_scheduler, swa_utils
 
 from . import rules
+from ._version import __version__ as __version__
 from .optim import (
     SGD,
     Adadelta,
@@ -31,8 +32,6 @@ from .optim import (
     RuleOptimizer,
     compose,
 )
-
-__version__ = "0.1.0"
 
 #: torch.optim classes re-exported as they are (not run by descent's engine).
 _FROM_TORCH = ("ASGD", "LBFGS", "Rprop", "SparseAdam", "Adafactor")

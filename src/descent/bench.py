@@ -28,22 +28,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import optim
+from . import catalog
 
-#: optimizer key → (descent class, torch.optim name or None, kwargs)
+#: optimizer key → (descent class, torch.optim name or None, kwargs), from the catalog;
+#: ``sgd`` steps with momentum (the catalog's ``momentum``), so it has state to move.
 OPTIMIZERS: dict[str, tuple[type, str | None, dict]] = {
-    "sgd": (optim.SGD, "SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "adagrad": (optim.Adagrad, "Adagrad", {}),
-    "rmsprop": (optim.RMSprop, "RMSprop", {}),
-    "adadelta": (optim.Adadelta, "Adadelta", {}),
-    "adam": (optim.Adam, "Adam", {}),
-    "adamw": (optim.AdamW, "AdamW", {}),
-    "amsgrad": (optim.Adam, "Adam", {"amsgrad": True}),
-    "nadam": (optim.NAdam, "NAdam", {}),
-    "adamax": (optim.Adamax, "Adamax", {}),
-    "radam": (optim.RAdam, "RAdam", {}),
-    "lion": (optim.Lion, None, {}),
-}
+    key: (e.cls, e.torch.__name__ if e.torch else None, dict(e.fixed))
+    for key, e in (
+        (k, catalog.get("momentum" if k == "sgd" else k))
+        for k in ("sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "adamax",
+                  "radam", "lion")
+    )
+}  # fmt: skip
 
 IMPLS = ("descent", "descent-eager", "torch-forloop", "torch-foreach", "torch-fused")
 

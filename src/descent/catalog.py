@@ -1,19 +1,43 @@
-"""The optimizers the notes compare, by short name: how to build each, its colour in
-every picture, and which hyperparameter besides the learning rate is worth tuning.
+"""The optimizers the notes compare, by short name: every fact about each one that the
+rest of the package needs — how to build it, its defaults (read from the class
+signature), its label, colour and key hyperparameter with its symbol, its torch.optim
+counterpart, and whether it is adaptive (read from its rule).
 
-Landscapes, the arena and the CLI all read this table, so ``momentum`` means the same
-optimizer, and is drawn in the same colour, everywhere.
+Landscapes, the arena, the benchmarks and the CLI all read this table, so ``momentum``
+means the same optimizer, and is drawn in the same colour, everywhere.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch.optim import Optimizer
 
 from . import optim
+from .rules import adaptive, momentum
+
+#: How a hyperparameter is written in legends and tables.
+SYMBOLS = {"momentum": "μ", "betas": "β", "beta": "β", "rho": "ρ", "alpha": "α", "weight_decay": "λ"}
+
+
+def symbol(name: str) -> str:
+    """The symbol of a hyperparameter (its name when it has none)."""
+    return SYMBOLS.get(name, name)
+
+
+@functools.cache
+def class_defaults(cls: type[Optimizer]) -> dict[str, Any]:
+    """The keyword defaults of an optimizer class, from its signature."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 @dataclass(frozen=True)
@@ -28,8 +52,48 @@ class Entry:
     note: str = ""
 
     @property
+    def defaults(self) -> dict[str, Any]:
+        """Its settings when built with no arguments: the class defaults, then ``fixed``."""
+        return {**class_defaults(self.cls), **self.fixed}
+
+    @property
     def default_lr(self) -> float:
-        return float(self.cls.__init__.__defaults__[0])  # type: ignore[index]
+        return float(self.defaults["lr"])
+
+    def default(self, name: str) -> Any:
+        """The value of one setting when not given (``ValueError`` for an unknown one)."""
+        try:
+            return self.defaults[name]
+        except KeyError:
+            raise ValueError(f"{self.cls.__name__} has no setting {name!r}") from None
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbol of its key hyperparameter (``None`` without one)."""
+        return None if self.knob is None else symbol(self.knob[0])
+
+    @property
+    def torch(self) -> type[Optimizer] | None:
+        """The torch.optim class it is a drop-in for (same name), or ``None``."""
+        found = getattr(torch.optim, self.cls.__name__, None)
+        return found if isinstance(found, type) and issubclass(found, Optimizer) else None
+
+    @property
+    def rule(self) -> tuple[Any, ...]:
+        """Its moment transforms (the rule, without Prepare and Descend) at its defaults.
+        ``rule`` reads only the group it is given, so no optimizer (and no engine) is
+        built for it."""
+        return tuple(self.cls.rule(self.cls.__new__(self.cls), self.defaults))
+
+    @property
+    def adaptive(self) -> bool:
+        """A per-coordinate step size: its rule holds a second-moment transform."""
+        return any(type(t).__module__ == adaptive.__name__ for t in self.rule)
+
+    @property
+    def sgd_family(self) -> bool:
+        """The notes' SGD family: gradient descent, with or without a momentum transform."""
+        return all(type(t).__module__ == momentum.__name__ for t in self.rule)
 
     def make(self, params: Any, lr: float | None = None, **hyper: Any) -> Optimizer:
         """Build the optimizer: the entry's fixed settings, overridden by ``hyper``."""

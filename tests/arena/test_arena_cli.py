@@ -67,3 +67,22 @@ def test_exit_status_from_the_console_entry_point(tmp_path):
     )
     assert proc.returncode == 2 and "Invalid budget 0" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--report-only", "{tmp}/none/results.json"], "cannot read '{tmp}/none/results.json'"),
+        (["--report-only", "{tmp}/bad.json"], "'{tmp}/bad.json' is not JSON"),
+        (["--report-only", "{tmp}/other.json"], "not a descent.arena/results/2 results file (schema: 'x')"),
+        (["--report-only", "{tmp}/other.json", "--quick", "--seeds", "2"], "drop --quick, --seeds"),
+    ],
+)
+def test_report_only_errors_name_the_bad_value(tmp_path, capsys, args, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "other.json").write_text('{"schema": "x"}')
+    before = sorted(os.listdir(tmp_path))
+    code = main(["arena", *(a.format(tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("descent arena: error: ") and message.format(tmp=tmp_path) in err
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written

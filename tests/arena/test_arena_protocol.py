@@ -3,6 +3,7 @@ a fake task whose final loss for every learning rate is known in closed form."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,8 +15,9 @@ from torch.utils.data import TensorDataset
 
 from descent import catalog
 from descent.arena import Task
-from descent.arena.protocol import lr_range, plan, trials, val_loss_of
-from descent.arena.runner import InlineExecutor, execute
+from descent.arena.measure.protocol import lr_range, plan, trials
+from descent.arena.measure.runner import InlineExecutor, execute
+from descent.arena.records import Final
 
 STEPS = 20
 X = 2.0  # loss (X·w − 1)²: gradient descent multiplies the error by (1 − 2X²η) per step
@@ -101,14 +103,14 @@ def test_sgd_tuning_picks_the_closed_form_best_lr():
     expected = {lr: (1 - 2 * X * X * lr) ** (2 * STEPS) for lr in study.lr_grid}
     expected = {lr: (v if v < 1e3 else math.inf) for lr, v in expected.items()}
     best = min(study.lr_grid, key=lambda lr: expected[lr])
-    assert study.best["lr"] == best
+    assert study.best.lr == best
     assert best == pytest.approx(0.0464, rel=0.01)  # |1 − 8η| is smallest at this grid point
     for r in study.phase("lr"):
-        want = expected[r["lr"]]
+        want = expected[r.lr]
         if math.isinf(want):
-            assert r["diverged"] and val_loss_of(r) == math.inf
+            assert r.diverged and r.score == math.inf
         else:
-            assert val_loss_of(r) == pytest.approx(want, rel=0.05, abs=1e-8)
+            assert r.score == pytest.approx(want, rel=0.05, abs=1e-8)
 
 
 def test_momentum_tuning_picks_the_best_lr_then_the_best_knob():
@@ -116,30 +118,30 @@ def test_momentum_tuning_picks_the_best_lr_then_the_best_knob():
     assert study.knob_values == [0.5, 0.99]
     lr_losses = {lr: heavy_ball_loss(lr, 0.9) for lr in study.lr_grid}
     best_lr = min(study.lr_grid, key=lambda lr: lr_losses[lr])
-    assert {r["lr"] for r in study.phase("knob")} == {best_lr}
+    assert {r.lr for r in study.phase("knob")} == {best_lr}
     tried = [(best_lr_i, 0.9, lr_losses[best_lr_i]) for best_lr_i in study.lr_grid]
     tried += [(best_lr, mu, heavy_ball_loss(best_lr, mu)) for mu in study.knob_values]
     want_lr, want_mu, _ = min(tried, key=lambda t: t[2])
-    assert (study.best["lr"], study.best["hyper"]["momentum"]) == (want_lr, want_mu)
+    assert (study.best.lr, study.best.hyper["momentum"]) == (want_lr, want_mu)
 
 
 def test_seeds_and_phases():
     (study,) = run_studies(["adam"], budget=5, seeds=3)
     runs = study.ordered()
-    assert [r["phase"] for r in runs] == ["defaults"] * 3 + ["lr"] * 4 + ["knob"] + ["tuned"] * 3
-    assert [r["seed"] for r in study.phase("defaults")] == [1, 2, 3]
-    assert {r["seed"] for r in study.phase("lr") + study.phase("knob")} == {0}
-    assert [r["seed"] for r in study.phase("tuned")] == [1, 2, 3]  # fresh seeds, not the tuning seed
+    assert [r.phase for r in runs] == ["defaults"] * 3 + ["lr"] * 4 + ["knob"] + ["tuned"] * 3
+    assert [r.seed for r in study.phase("defaults")] == [1, 2, 3]
+    assert {r.seed for r in study.phase("lr") + study.phase("knob")} == {0}
+    assert [r.seed for r in study.phase("tuned")] == [1, 2, 3]  # fresh seeds, not the tuning seed
     for r in study.phase("tuned"):
-        assert r["lr"] == study.best["lr"] and r["hyper"] == study.best["hyper"]
-    assert study.phase("defaults")[0]["lr"] == catalog.get("adam").default_lr
+        assert r.lr == study.best.lr and r.hyper == study.best.hyper
+    assert study.phase("defaults")[0].lr == catalog.get("adam").default_lr
     assert len(runs) == study.total
 
 
 def test_ties_go_to_the_earlier_trial():
     (study,) = run_studies(["sgd"], budget=4)
-    for r in study.results.values():  # make every trial equally good
-        if r["phase"] in ("lr", "knob"):
-            r["final"] = {**r["final"], "val_loss": 0.5} if r["final"] else {"val_loss": 0.5}
-            r["diverged"] = False
-    assert study._pick(("lr",))["lr"] == study.lr_grid[0]
+    for key, r in study.results.items():  # make every trial equally good
+        if r.phase in ("lr", "knob"):
+            final = Final(None, None, 0.5, None)
+            study.results[key] = dataclasses.replace(r, final=final, diverged=False)
+    assert study._pick(("lr",)).lr == study.lr_grid[0]

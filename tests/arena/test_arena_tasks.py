@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from descent.arena import TaskError, builtin_names, resolve
-from descent.arena.data import make_loader
+from descent.arena.measure.train import RunSpec, init_worker, train
 from descent.arena.tasks import check
-from descent.arena.train import RunSpec, init_worker, train
+from descent.arena.tasks.data import make_loader
 
 ADAM_LRS = (3e-3, 1e-2, 3e-2)
 
@@ -50,8 +50,8 @@ def test_tuned_adam_beats_chance(name):
     chance = _chance(task)
     assert task.chance == pytest.approx(chance)
     runs = [train(RunSpec(name, "minibatch", "adam", lr=lr)) for lr in ADAM_LRS]
-    best = min(runs, key=lambda r: r["final"]["val_loss"] if r["final"] else float("inf"))
-    metric = best["final"]["val_metric"]
+    best = min(runs, key=lambda r: r.score)
+    metric = best.final.val_metric
     # well above chance: at least half-way from chance to perfect (R²: to 1)
     assert metric > chance + 0.5 * (1 - chance) * (0.5 if name == "friedman_mlp" else 1), (
         name,
@@ -85,9 +85,9 @@ def test_regimes_batch_as_the_notes_say():
 def test_a_run_is_reproducible():
     spec = RunSpec("cancer_logreg", "minibatch", "nadam", lr=1e-2, seed=3, steps=30)
     a, b = train(spec), train(spec)
-    assert a["curve"] == b["curve"] and a["final"] == b["final"]
+    assert a.curve == b.curve and a.final == b.final
     c = train(RunSpec("cancer_logreg", "minibatch", "nadam", lr=1e-2, seed=4, steps=30))
-    assert c["curve"]["val_loss"] != a["curve"]["val_loss"]
+    assert c.curve.val_loss != a.curve.val_loss
 
 
 def test_user_task_by_import_path():
@@ -96,7 +96,7 @@ def test_user_task_by_import_path():
     facts = check(task)
     assert facts == {"n_train": 180, "n_val": 60, "n_params": 9}
     r = train(RunSpec("arena_tiny_task:make", "full", "adam", lr=0.1))
-    assert r["steps"] == 12 and r["epochs"] == 12 and r["final"]["val_metric"] > 0.8
+    assert r.steps == 12 and r.epochs == 12 and r.final.val_metric > 0.8
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,9 @@
-"""One arena session, start to finish: check the inputs, run every study, summarise,
-draw, write ``results.json`` and ``index.html``, and only then publish them.
+"""One arena session, start to finish, stage by stage: check the inputs and lay out the
+studies (``tasks``), run them (``measure``), turn the runs into records and a
+recommendation (``analysis``, :class:`~descent.arena.records.Results`), write
+``results.json``, then draw the figures and ``index.html`` from those results alone
+(``present``), and only then publish them. :func:`redraw` repeats the last step from a
+saved ``results.json``.
 
 Everything is written to a staging folder next to ``out`` and moved into ``out`` at
 the very end, so a failed or interrupted session leaves no report behind that looks
@@ -15,20 +19,36 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import __version__, catalog
-from . import figures, gallery, metrics, protocol, report, results, runner
-from .data import REGIMES, batch_size_for
-from .recommend import recommend
+from .. import catalog
+from .._version import __version__
+from .analysis import metrics
+from .analysis.recommend import recommend
+from .measure import protocol, runner
+from .measure.train import EVALS, TRAIN_EVAL_MAX
+from .present import figures, gallery, report
+from .records import (
+    SCHEMA_ID,
+    KnobValues,
+    OptimizerInfo,
+    RegimeInfo,
+    Results,
+    Run,
+    Settings,
+    TaskInfo,
+    Timing,
+    jsonable,
+)
 from .tasks import Task, TaskError, builtin_names, check, resolve
-from .train import EVALS, TRAIN_EVAL_MAX
+from .tasks.data import REGIMES, batch_size_for
 
 
 @dataclass(frozen=True)
@@ -42,8 +62,8 @@ class Mode:
 
 QUICK = Mode(("digits_mlp", "cancer_logreg", "sparse_logreg"), ("full", "minibatch"), 4, 2, 0.4)
 DEFAULT = Mode(builtin_names(), REGIMES, 7, 3, 1.0)
-#: What a session writes in ``out`` (and replaces there).
-OUTPUTS = ("index.html", "results.json", "figures", "landscapes")
+#: What a session writes in ``out`` (and replaces there); :func:`redraw` the first two.
+OUTPUTS = ("index.html", "figures", "results.json", "landscapes")
 
 
 def run(
@@ -56,39 +76,77 @@ def run(
     seeds: int | None = None,
     workers: int = 2,
     landscapes: bool = True,
-    progress: Callable[[int, int, dict[str, Any] | str | None], None] | None = None,
-) -> dict[str, Any]:
+    progress: Callable[[int, int, Run | str | None], None] | None = None,
+) -> Results:
     """Run the arena and write ``index.html``, ``results.json`` and ``figures/`` in ``out``.
 
     ``tasks``: built-in names, ``"package.module:factory"`` paths or :class:`Task`
     objects (default: all built-in tasks; ``quick``: three). ``optimizers``: catalog
     keys (default: the notes' set plus AdamW). ``budget``: tuning trials per optimizer
     per problem; ``seeds``: seeds for the defaults and the tuned setting. ``progress``
-    is called as ``progress(done, total, item)``: ``item`` is a finished run's record,
-    ``None`` at the start, or the stage after training (a string). Returns the results
-    as written to ``results.json``. Raises ``ValueError`` (``TaskError``) on bad input
-    before any training starts.
+    is called as ``progress(done, total, item)``: ``item`` is a finished :class:`Run`,
+    ``None`` at the start, or the stage after training (a string). Returns the
+    :class:`Results` as written to ``results.json``. Raises ``ValueError``
+    (``TaskError``) on bad input before any training starts.
     """
     started = time.perf_counter()
     plan = _prepare(tasks, optimizers, out, quick, budget, seeds, workers)
-    staging = plan.out.parent / f".{plan.out.name}.partial-{os.getpid()}"
+    with _staging(plan.out) as staging:
+        res = _session(plan, staging, landscapes, progress, started)
+        _publish(staging, plan.out, OUTPUTS)
+    return res
+
+
+def redraw(results: str | os.PathLike, out: str | os.PathLike | None = None, workers: int = 2) -> Results:
+    """Redraw ``figures/`` and ``index.html`` from a saved ``results.json``, in ``out``
+    (default: the folder the file is in), with nothing retrained: the same results give
+    the same report. Into another folder, ``results.json`` and the landscape pictures
+    are copied along. ``ValueError`` names a missing or malformed file."""
+    source = Path(results)
+    if source.is_dir():
+        source = source / "results.json"
+    res = Results.from_json(source)
+    out = source.parent if out is None else Path(out)
+    _check_numbers(1, 1, workers)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    names: tuple[str, ...] = OUTPUTS[:2]
+    with _staging(out) as staging:
+        if out.resolve() != source.parent.resolve():
+            shutil.copyfile(source, staging / "results.json")
+            names = OUTPUTS[:3]
+            if res.landscapes and (source.parent / "landscapes").is_dir():
+                shutil.copytree(source.parent / "landscapes", staging / "landscapes")
+                names = OUTPUTS
+        pool = runner.executor(workers)
+        try:
+            figs = _figures(pool, res, staging)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        report.render(res, figs, staging)
+        _publish(staging, out, names)
+    return res
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to assemble a report in; removed afterwards."""
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        res = _session(plan, staging, landscapes, progress, started)
-        _publish(staging, plan.out)
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return res
 
 
 @dataclass
 class _Plan:
     out: Path
     entries: list[catalog.Entry]
-    infos: list[dict[str, Any]]
+    infos: list[TaskInfo]
     studies: list[protocol.Study]
-    settings: dict[str, Any]
+    settings: Settings
 
 
 def _prepare(tasks, optimizers, out, quick, budget, seeds, workers) -> _Plan:
@@ -105,19 +163,19 @@ def _prepare(tasks, optimizers, out, quick, budget, seeds, workers) -> _Plan:
     infos = [_info(task, facts, regimes, mode.step_scale) for task, facts, regimes in chosen]
     refs, workers = _refs([t for t, _, _ in chosen], workers)
     specs = [
-        (ref, i["name"], tuple(i["regimes"]), {r: v["steps"] for r, v in i["regimes"].items()})
+        (ref, i.name, tuple(i.regimes), {r: v.steps for r, v in i.regimes.items()})
         for ref, i in zip(refs, infos)
     ]
-    settings = {
-        "quick": quick,
-        "tasks": [i["name"] for i in infos],
-        "optimizers": [e.key for e in entries],
-        "budget": budget,
-        "seeds": seeds,
-        "workers": workers,
-        "step_scale": mode.step_scale,
-        "rules": _rules(budget, seeds),
-    }
+    settings = Settings(
+        quick=quick,
+        tasks=[i.name for i in infos],
+        optimizers=[e.key for e in entries],
+        budget=budget,
+        seeds=seeds,
+        workers=workers,
+        step_scale=mode.step_scale,
+        rules=_rules(budget, seeds),
+    )
     return _Plan(out, entries, infos, protocol.plan(specs, entries, budget, seeds), settings)
 
 
@@ -151,28 +209,24 @@ def _tasks(tasks: Sequence[str | Task] | str | None, mode: Mode) -> list[tuple[T
     return out
 
 
-def _info(task: Task, facts: dict[str, Any], regimes: tuple[str, ...], scale: float) -> dict[str, Any]:
+def _info(task: Task, facts: dict[str, Any], regimes: tuple[str, ...], scale: float) -> TaskInfo:
     by_regime = {}
     for r in regimes:
         steps = max(1, round(task.steps_for(r) * scale))
         batch = batch_size_for(r, facts["n_train"], task.batch_size)
-        by_regime[r] = {
-            "steps": steps,
-            "batch_size": batch,
-            "epochs": round(steps * batch / facts["n_train"], 3),
-        }
-    return {
-        "name": task.name,
-        "title": task.title,
-        "description": task.description,
-        "metric_name": task.metric_name,
-        "higher_is_better": task.higher_is_better,
-        "target": task.target,
-        "chance": task.chance,
-        "tags": list(task.tags),
+        by_regime[r] = RegimeInfo(steps, batch, round(steps * batch / facts["n_train"], 3))
+    return TaskInfo(
+        name=task.name,
+        title=task.title,
+        description=task.description,
+        metric_name=task.metric_name,
+        higher_is_better=task.higher_is_better,
+        target=task.target,
+        chance=task.chance,
+        tags=list(task.tags),
         **facts,
-        "regimes": by_regime,
-    }
+        regimes=by_regime,
+    )
 
 
 def _refs(tasks: list[Task], workers: int) -> tuple[list[Any], int]:
@@ -230,108 +284,94 @@ def _rules(budget: int, seeds: int) -> dict[str, str]:
     }
 
 
-def _session(plan: _Plan, staging: Path, landscapes: bool, progress, started: float) -> dict[str, Any]:
+def _session(plan: _Plan, staging: Path, landscapes: bool, progress, started: float) -> Results:
     total = sum(s.total for s in plan.studies)
     done = [0]
 
-    def say(item: dict[str, Any] | str | None) -> None:
+    def say(item: Run | str | None) -> None:
         if progress is not None:
             progress(done[0], total, item)
 
-    def tick(run: dict[str, Any]) -> None:
+    def tick(run: Run) -> None:
         done[0] += 1
         say(run)
 
     say(None)
-    workers = plan.settings["workers"]
+    workers = plan.settings.workers
     pool = runner.executor(workers)
     try:
         runner.execute(plan.studies, pool, workers, tick)
         trained = time.perf_counter()
         say("drawing figures")
-        records = _records(plan.studies)
-        rec = recommend(records, plan.infos, plan.settings["seeds"])
+        records = metrics.study_records(plan.studies)
+        sparse = [i.name for i in plan.infos if "sparse" in i.tags]
+        measured = _results(plan, records, recommend(records, plan.settings.seeds, sparse))
         gallery_done = _gallery(pool, plan, staging, landscapes)  # longest jobs first
-        figs = _figures(pool, plan, records, rec, staging)
+        figs = _figures(pool, measured, staging)
         drawn = time.perf_counter()
         if landscapes:
             say("rendering landscapes")
         items, note = gallery_done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    res = _results(plan, records, rec, items, note)
-    res["timing"] = {
-        "runs": total,
-        "training_s": round(trained - started, 2),
-        "figures_s": round(drawn - trained, 2),
-        "landscapes_s": round(time.perf_counter() - drawn, 2),
-        "total_s": round(time.perf_counter() - started, 2),
-    }
-    res = results.clean(res)
-    results.write(staging / "results.json", res)
+    timing = Timing(
+        runs=total,
+        training_s=round(trained - started, 2),
+        figures_s=round(drawn - trained, 2),
+        landscapes_s=round(time.perf_counter() - drawn, 2),
+        total_s=round(time.perf_counter() - started, 2),
+    )
+    res = replace(measured, landscapes=items, landscapes_note=note, timing=timing)
+    res.to_json(staging / "results.json")
     report.render(res, figs, staging)
     return res
-
-
-def _records(studies: list[protocol.Study]) -> list[dict[str, Any]]:
-    by_problem: dict[tuple[str, str], list[protocol.Study]] = {}
-    for s in studies:
-        by_problem.setdefault((s.task_name, s.regime), []).append(s)
-    scale = {p: metrics.problem_scale(group) for p, group in by_problem.items()}
-    return [metrics.study_record(s, *scale[(s.task_name, s.regime)]) for s in studies]
 
 
 def _gallery(pool, plan: _Plan, staging: Path, landscapes: bool):
     if not landscapes:
         return lambda: (None, "not requested")
-    return gallery.submit(pool, staging, [e.key for e in plan.entries], plan.settings["quick"])
+    return gallery.submit(pool, staging, plan.settings.optimizers, plan.settings.quick)
 
 
-def _figures(pool, plan: _Plan, records, rec, staging: Path) -> dict[tuple[str, str], str]:
-    jobs = figures.task_jobs(plan.studies, {i["name"]: i for i in plan.infos}, plan.settings["seeds"])
-    jobs += figures.summary_jobs(records, rec, [e.key for e in plan.entries])
+def _figures(pool, res: Results, staging: Path) -> dict[tuple[str, str], str]:
+    jobs = figures.jobs(res)
     paths = runner.map_jobs(pool, figures.draw, [(fn, str(staging), args) for _, _, fn, args in jobs])
     return {(kind, name): path for (kind, name, _, _), path in zip(jobs, paths)}
 
 
-def _results(plan: _Plan, records, rec, items, note) -> dict[str, Any]:
-    return {
-        "schema": results.SCHEMA_ID,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "environment": {
+def _results(plan: _Plan, records, rec) -> Results:
+    """Everything measured and concluded; the landscapes and the timing come last."""
+    return Results(
+        schema=SCHEMA_ID,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        environment={
             "descent": __version__,
             "torch": torch.__version__,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
-        "settings": plan.settings,
-        "tasks": plan.infos,
-        "optimizers": [_optimizer(e) for e in plan.entries],
-        "runs": [r for s in plan.studies for r in s.ordered()],
-        "studies": records,
-        "recommendation": rec,
-        "landscapes": items,
-        "landscapes_note": note,
-    }
+        settings=plan.settings,
+        tasks=plan.infos,
+        optimizers=[_optimizer(e) for e in plan.entries],
+        runs=[r for s in plan.studies for r in s.ordered()],
+        studies=records,
+        recommendation=rec,
+        landscapes=None,
+        landscapes_note=None,
+        timing=Timing(0, 0.0, 0.0, 0.0, 0.0),
+    )
 
 
-def _optimizer(e: catalog.Entry) -> dict[str, Any]:
-    knob = {"name": e.knob[0], "values": list(e.knob[1])} if e.knob else None
-    return {
-        "key": e.key,
-        "label": e.label,
-        "color": e.color,
-        "default_lr": e.default_lr,
-        "knob": knob,
-        "lr_range": list(protocol.lr_range(e)),
-    }
+def _optimizer(e: catalog.Entry) -> OptimizerInfo:
+    knob = KnobValues(e.knob[0], jsonable(list(e.knob[1]))) if e.knob else None
+    return OptimizerInfo(e.key, e.label, e.color, e.default_lr, knob, list(protocol.lr_range(e)))
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished report into ``out``; ``index.html`` last."""
+def _publish(staging: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Move the finished report into ``out``, replacing ``names`` there; ``index.html`` last."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:  # an earlier report's files, so none outlives this one
+    for name in names:  # an earlier report's files, so none outlives this one
         target = out / name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

@@ -8,17 +8,14 @@ draw the notes' two pictures.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .usage import UsageError, fail, nonnegative_float, positive_int
+
 ANIMATE_DEFAULT = "sgd,momentum,nag,adagrad,adadelta,rmsprop,adam"
-
-
-class UsageError(ValueError):
-    """A bad command-line value: printed as is, exit status 2."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,32 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-# -- validation, shared with ``descent gallery`` -------------------------------------------
-def positive_int(value: str | None, flag: str, least: int = 1) -> int | None:
-    if value is None:
-        return None
-    what = "a positive integer" if least == 1 else f"an integer ≥ {least}"
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"invalid {flag} {value!r}: expected {what}") from None
-    if n < least:
-        raise UsageError(f"invalid {flag} {value!r}: expected {what}")
-    return n
-
-
-def nonnegative_float(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"invalid {flag} {value!r}: expected a number") from None
-    if not (x >= 0 and math.isfinite(x)):
-        raise UsageError(f"invalid {flag} {value!r}: expected a finite number ≥ 0")
-    return x
-
-
+# -- the command's inputs -------------------------------------------------------------------
 def entries(keys: str):
     from .. import catalog
 
@@ -95,11 +67,6 @@ def out_path(value: str | None, default: str, suffixes: tuple[str, ...] = (".gif
     if path.is_dir():
         raise UsageError(f"invalid --out {str(path)!r}: that is a folder")
     return path
-
-
-def fail(command: str, exc: Exception) -> int:
-    print(f"descent {command}: {exc}", file=sys.stderr)
-    return 2
 
 
 # -- the command ---------------------------------------------------------------------------

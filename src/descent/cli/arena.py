@@ -14,8 +14,10 @@ GD, mini-batch GD and SGD. Each optimizer runs with its defaults and with a lear
 rerun with several seeds. Writes index.html, figures/ and results.json to --out and
 prints the recommendation.
 
---quick: 3 tasks × 2 regimes, budget 4, 2 seeds, 0.4× the steps (about 45 s on 2 cores).
-default: 6 tasks × their regimes (16 problems), budget 7, 3 seeds (about 5 min on 2 cores).
+--quick: 3 tasks × 2 regimes, budget 4, 2 seeds, 0.4× the steps (about 30 s on 2 cores).
+default: 6 tasks × their regimes (16 problems), budget 7, 3 seeds (about 3 min on 2 cores).
+--report-only RESULTS: redraw figures/ and index.html from a saved results.json (seconds;
+nothing is trained), next to it or in --out.
 """
 
 
@@ -27,7 +29,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="a smaller run (under a minute on 2 cores)")
-    p.add_argument("--out", default="arena-out", metavar="DIR", help="output folder (default: arena-out)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: arena-out; with --report-only, the folder of RESULTS)",
+    )
+    p.add_argument(
+        "--report-only",
+        metavar="RESULTS",
+        help="redraw the report from a saved results.json without training anything",
+    )
     p.add_argument("--tasks", metavar="LIST", help="comma-separated built-in task names (default: all)")
     p.add_argument(
         "--task",
@@ -53,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         print(f"descent arena: needs {exc.name!r}: pip install 'descent[arena]'", file=sys.stderr)
         return 2
+    if args.report_only is not None:
+        return _report_only(args, arena)
+    out = args.out or "arena-out"
     tasks = _task_list(args)
     start = time.perf_counter()
     try:
@@ -60,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             results = arena.run(
                 tasks=tasks,
                 optimizers=args.optimizers,
-                out=args.out,
+                out=out,
                 quick=args.quick,
                 budget=args.budget,
                 seeds=args.seeds,
@@ -77,9 +91,34 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a failed run: say why, write nothing
         print(f"descent arena: failed, no report written: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    from descent.arena.summary import print_summary
+    from descent.arena.present.summary import print_summary
 
-    print_summary(results, args.out, time.perf_counter() - start)
+    print_summary(results, out, time.perf_counter() - start)
+    return 0
+
+
+#: What --report-only does not combine with: the options that shape a run.
+_RUN_ONLY = ("quick", "tasks", "task", "optimizers", "budget", "seeds", "no_landscapes")
+
+
+def _report_only(args: argparse.Namespace, arena: Any) -> int:
+    given = [f"--{k.replace('_', '-')}" for k in _RUN_ONLY if getattr(args, k) not in (None, False, [])]
+    if given:
+        print(f"descent arena: error: --report-only trains nothing; drop {', '.join(given)}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        results = arena.redraw(args.report_only, args.out, workers=args.workers)
+    except ValueError as exc:
+        print(f"descent arena: error: {exc}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from descent.arena.present.summary import print_summary
+
+    source = Path(args.report_only)
+    out = args.out or (source if source.is_dir() else source.parent)
+    print_summary(results, out, time.perf_counter() - start)
     return 0
 
 
@@ -115,15 +154,16 @@ class _Progress:
             self.bar.__enter__()
         return self
 
-    def update(self, done: int, total: int, item: dict[str, Any] | str | None) -> None:
+    def update(self, done: int, total: int, item: Any) -> None:
+        """``item``: a finished run, a stage's name, or None."""
         if self.bar is None:
             return
         if self.task is None:
             self.task = self.bar.add_task("", total=total)
-        if isinstance(item, dict):
-            what = f"{item['task']} · {item['regime']} · {item['optimizer']}"
-        else:
+        if item is None or isinstance(item, str):
             what = item or ""
+        else:
+            what = f"{item.task} · {item.regime} · {item.optimizer}"
         self.bar.update(self.task, completed=done, total=total, description=what)
 
     def __exit__(self, *exc: Any) -> None:

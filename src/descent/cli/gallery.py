@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .animate import UsageError, fail, positive_int
+from .usage import UsageError, fail, positive_int
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

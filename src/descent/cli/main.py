@@ -15,13 +15,12 @@ from collections.abc import Sequence
 SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench", "warmup", "cache")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descent",
         description="Optimizers written once from their rules, a fused engine, and an arena.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    unavailable: dict[str, str] = {}
     for name in SUBCOMMANDS:
         try:
             module = importlib.import_module(f"descent.cli.{name}")
@@ -29,13 +28,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
             if exc.name and exc.name.startswith("descent.cli."):
                 continue
             why = f"needs the package {exc.name!r}: pip install 'descent[arena]'"
-            unavailable[name] = why
             stub = sub.add_parser(name, help=f"(unavailable: {why})")
             stub.set_defaults(_run=lambda args, why=why, name=name: _missing(name, why))
             continue
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
-    return parser, unavailable
+    return parser
 
 
 def _missing(name: str, why: str) -> int:
@@ -44,7 +42,7 @@ def _missing(name: str, why: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, unavailable = build_parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

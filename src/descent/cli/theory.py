@@ -8,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from .animate import UsageError, fail
+from .usage import UsageError, fail
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

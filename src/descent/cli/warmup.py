@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 import torch
@@ -49,7 +48,7 @@ def variants(entry: catalog.Entry) -> list[dict]:
     if entry.knob:
         key, values = entry.knob
         out += [{key: v} for v in values]
-    if "weight_decay" in inspect.signature(entry.cls).parameters:
+    if "weight_decay" in entry.defaults:
         out.append({"weight_decay": 1e-4})
     return out
 

@@ -96,7 +96,7 @@ class Uncacheable(Exception):
 
 def digest(spec: Spec) -> str:
     """The package name: a digest of everything the kernel's code depends on."""
-    from .. import __version__
+    from .._version import __version__
 
     parts = (
         "descent",

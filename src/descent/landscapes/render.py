@@ -37,15 +37,13 @@ DPI = 80
 FRAMES = 90
 FPS = 15
 
-_SYMBOLS = {"momentum": "μ", "betas": "β", "rho": "ρ", "alpha": "α", "beta": "β", "weight_decay": "λ"}
-
 
 def label(entry: catalog.Entry, tuned: Tuned) -> str:
     """Legend text: the optimizer and the setting drawn."""
     parts = [f"lr={tuned.lr:.3g}"]
     for k, v in tuned.hyper.items():
         value = "(" + ", ".join(f"{b:g}" for b in v) + ")" if isinstance(v, (tuple, list)) else f"{v:g}"
-        parts.append(f"{_SYMBOLS.get(k, k)}={value}")
+        parts.append(f"{catalog.symbol(k)}={value}")
     return f"{entry.label}  " + " ".join(parts)
 
 

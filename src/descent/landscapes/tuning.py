@@ -29,8 +29,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from ..catalog import Entry
 from .surfaces import Surface
 from .trajectories import Path, run_batch
@@ -79,10 +77,7 @@ def knob_value(entry: Entry, hyper: dict[str, Any] | None = None) -> dict[str, A
     name = entry.knob[0]
     if hyper and name in hyper:
         return {name: hyper[name]}
-    if name in entry.fixed:
-        return {name: entry.fixed[name]}
-    probe = entry.make([torch.zeros(1, requires_grad=True)])
-    return {name: probe.defaults[name]}
+    return {name: entry.default(name)}
 
 
 def defaults(surface: Surface, entry: Entry, steps: int) -> Tuned:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..records import Run
 from .protocol import Study
 from .train import RunSpec, init_worker, train
 
@@ -51,7 +52,7 @@ def execute(
     studies: list[Study],
     pool: Executor,
     workers: int,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[Run], None] | None = None,
 ) -> None:
     """Run all studies to completion on ``pool``; ``on_result`` sees each finished run."""
     owner: dict[str, Study] = {}

@@ -14,14 +14,14 @@ optimizer (see :func:`trials`).
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .. import catalog
+from ... import catalog
+from ..records import Run
 from .train import RunSpec
 
 #: The lr grid spans the decades [LR_LO, LR_HI], widened to whole decades reaching a
@@ -43,20 +43,11 @@ def lr_range(entry: catalog.Entry) -> tuple[float, float]:
 
 
 def default_hyper(entry: catalog.Entry) -> dict[str, Any]:
-    """The value of the entry's knob when not tuned: its fixed setting, else the class
-    default (read from the signature: building an optimizer here would import
-    torch._dynamo, seconds of start-up, in the main process)."""
+    """The value of the entry's knob when not tuned (its fixed setting, else the class
+    default)."""
     if entry.knob is None:
         return {}
-    key = entry.knob[0]
-    if key in entry.fixed:
-        return {key: entry.fixed[key]}
-    param = inspect.signature(entry.cls.__init__).parameters.get(key)
-    if param is None or param.default is inspect.Parameter.empty:
-        import torch
-
-        return {key: entry.make([torch.zeros(1, requires_grad=True)]).param_groups[0][key]}
-    return {key: param.default}
+    return {entry.knob[0]: entry.default(entry.knob[0])}
 
 
 def trials(entry: catalog.Entry, budget: int) -> tuple[list[float], list[Any]]:
@@ -87,14 +78,6 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list | tuple) else v
 
 
-def val_loss_of(result: dict[str, Any]) -> float:
-    """The selection score: final validation loss, +inf for a diverged run."""
-    final = result.get("final")
-    if result.get("diverged") or not final or final.get("val_loss") is None:
-        return math.inf
-    return float(final["val_loss"])
-
-
 @dataclass
 class Study:
     """One (task, regime, optimizer): its runs, in the protocol's order."""
@@ -106,8 +89,8 @@ class Study:
     budget: int
     seeds: int
     steps: int
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    best: dict[str, Any] | None = None
+    results: dict[str, Run] = field(default_factory=dict)
+    best: Run | None = None
 
     def __post_init__(self) -> None:
         self.lr_grid, self.knob_values = trials(self.entry, self.budget)
@@ -128,14 +111,14 @@ class Study:
         self._waiting = {j.id for j in jobs if j.phase == "lr"}
         return jobs
 
-    def done(self, result: dict[str, Any]) -> list[RunSpec]:
+    def done(self, result: Run) -> list[RunSpec]:
         """Record a finished run; return the runs it unlocks."""
-        self.results[result["id"]] = result
-        self._waiting.discard(result["id"])
-        if self._waiting or result["phase"] not in ("lr", "knob"):
+        self.results[result.id] = result
+        self._waiting.discard(result.id)
+        if self._waiting or result.phase not in ("lr", "knob"):
             return []
-        if result["phase"] == "lr" and self.knob_values:
-            lr = self._pick(("lr",))["lr"]
+        if result.phase == "lr" and self.knob_values:
+            lr = self._pick(("lr",)).lr
             key = self.entry.knob[0]  # type: ignore[index]
             jobs = [
                 self._spec("knob", i, lr=lr, hyper={key: v}, seed=0) for i, v in enumerate(self.knob_values)
@@ -143,26 +126,24 @@ class Study:
             self._waiting = {j.id for j in jobs}
             return jobs
         self.best = self._pick(("lr", "knob"))
-        hyper = {k: _norm(v) for k, v in self.best["hyper"].items()}
-        return [
-            self._spec("tuned", s, lr=self.best["lr"], hyper=hyper, seed=s + 1) for s in range(self.seeds)
-        ]
+        hyper = {k: _norm(v) for k, v in self.best.hyper.items()}
+        return [self._spec("tuned", s, lr=self.best.lr, hyper=hyper, seed=s + 1) for s in range(self.seeds)]
 
-    def _pick(self, phases: tuple[str, ...]) -> dict[str, Any]:
-        tried = [r for r in self.ordered() if r["phase"] in phases]
-        return min(tried, key=val_loss_of)  # min keeps the first of equal scores
+    def _pick(self, phases: tuple[str, ...]) -> Run:
+        tried = [r for r in self.ordered() if r.phase in phases]
+        return min(tried, key=lambda r: r.score)  # min keeps the first of equal scores
 
-    def ordered(self) -> list[dict[str, Any]]:
+    def ordered(self) -> list[Run]:
         """This study's results in protocol order (deterministic, whatever ran first)."""
         order = {"defaults": 0, "lr": 1, "knob": 2, "tuned": 3}
 
-        def key(r: dict[str, Any]) -> tuple[int, int]:
-            return order[r["phase"]], int(r["id"].rsplit("/", 1)[1][len(r["phase"]) :])
+        def key(r: Run) -> tuple[int, int]:
+            return order[r.phase], int(r.id.rsplit("/", 1)[1][len(r.phase) :])
 
         return sorted(self.results.values(), key=key)
 
-    def phase(self, name: str) -> list[dict[str, Any]]:
-        return [r for r in self.ordered() if r["phase"] == name]
+    def phase(self, name: str) -> list[Run]:
+        return [r for r in self.ordered() if r.phase == name]
 
 
 def plan(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data
-from .tasks import Task, accuracy, binary_accuracy, r2
+from .task import Task, accuracy, binary_accuracy, r2
 
 
 def bce(output: Tensor, target: Tensor) -> Tensor:

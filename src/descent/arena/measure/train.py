@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .. import catalog
-from .data import DATA_SEED, batch_size_for, make_loader
-from .tasks import Task, resolve
+from ... import catalog
+from ..records import Curve, Final, Run, finite, jsonable
+from ..tasks import Task, resolve
+from ..tasks.data import DATA_SEED, batch_size_for, make_loader
 
 #: Evaluations per run (plus the initial one): the resolution of curves and of
 #: steps-to-target.
@@ -106,7 +107,7 @@ def _batches(loader: DataLoader):
         yield from loader
 
 
-def train(spec: RunSpec) -> dict[str, Any]:
+def train(spec: RunSpec) -> Run:
     """Train once and return the run's record (settings, final metrics, curve, timing)."""
     task = task_of(spec.task)
     train_ds, val_ds = task.data()
@@ -159,33 +160,33 @@ def _record(curve: dict[str, list], step: int, ev: dict[str, float]) -> None:
 
 
 def _num(x: float) -> float | None:
-    """JSON-safe: non-finite numbers (a diverged run) become None."""
-    x = float(x)
-    return float(f"{x:.6g}") if math.isfinite(x) else None
+    """A measured number as recorded: 6 significant digits; None where it is not finite
+    (a diverged run)."""
+    return finite(float(f"{float(x):.6g}"))
 
 
-def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> dict[str, Any]:
+def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> Run:
     group = opt.param_groups[0]
     hyper = {k: group[k] for k in spec.hyper}
     knob = catalog.get(spec.optimizer).knob
     if knob is not None:
         hyper.setdefault(knob[0], group.get(knob[0]))
-    return {
-        "id": spec.id,
-        "task": task.name,
-        "regime": spec.regime,
-        "optimizer": spec.optimizer,
-        "phase": spec.phase,
-        "seed": spec.seed,
-        "lr": float(group["lr"]),
-        "hyper": {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()},
-        "steps": steps,
-        "batch_size": batch,
-        "epochs": round(steps * batch / n_train, 3),
-        "diverged": bool(state["diverged"]),
-        "final": {k: _num(final[k]) for k in sorted(final)} if final else None,
-        "steps_to_target": state["steps_to_target"],
-        "time_to_target": _num(state["time_to_target"]) if state["time_to_target"] is not None else None,
-        "train_time": _num(state["train_time"]),
-        "curve": curve,
-    }
+    return Run(
+        id=spec.id,
+        task=task.name,
+        regime=spec.regime,  # type: ignore[arg-type]
+        optimizer=spec.optimizer,
+        phase=spec.phase,  # type: ignore[arg-type]
+        seed=spec.seed,
+        lr=float(group["lr"]),
+        hyper=jsonable(hyper),
+        steps=steps,
+        batch_size=batch,
+        epochs=round(steps * batch / n_train, 3),
+        diverged=bool(state["diverged"]),
+        final=Final(**{k: _num(final[k]) for k in sorted(final)}) if final else None,
+        steps_to_target=state["steps_to_target"],
+        time_to_target=_num(state["time_to_target"]) if state["time_to_target"] is not None else None,
+        train_time=_num(state["train_time"]),
+        curve=Curve(**curve),
+    )
