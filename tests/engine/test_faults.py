@@ -159,14 +159,15 @@ def test_torch_compile_around_step_runs_the_step_once_per_call_without_recompili
     def step():
         opt.step()
 
+    compiled = torch.compile(m1)  # and the model compiled too, as users do
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(20):
-            for m, o in ((m1, None), (m2, ref)):
+            for m, o in ((compiled, None), (m2, ref)):
                 m.zero_grad()
                 torch.nn.functional.mse_loss(m(x), y).backward()
                 step() if o is None else o.step()
     for a, b in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert counters["stats"]["unique_graphs"] <= 1  # the step is not traced step after step
+    assert counters["stats"]["unique_graphs"] <= 3  # model forward (+ backward), never the step
     assert not [w for w in caught if "descent" in str(w.filename) or "graph break" in str(w.message).lower()]
