@@ -358,9 +358,12 @@ class Bucket:
         params = self.params
         grads = list(map(_grad, params))
         has = [g is not None for g in grads]
-        idx = [i for i, h in enumerate(has) if h]
-        given = [grads[i] for i in idx]
-        mine = [params[i] for i in idx]
+        if all(has):
+            idx, given, mine = range(len(params)), grads, params
+        else:
+            idx = [i for i, h in enumerate(has) if h]
+            given = [grads[i] for i in idx]
+            mine = [params[i] for i in idx]
         if (
             list(map(_size, given)) != list(map(_size, mine))
             or list(map(_dtype, given)) != list(map(_dtype, mine))
@@ -369,22 +372,26 @@ class Bucket:
         ):
             for g, p in zip(given, mine):
                 _check_grad(who, name(p), p, g)
-        if self.flat:
-            moves = []
-            for i in idx:
-                g, gv = grads[i], self.gviews[i]
-                if g is gv and gv.data_ptr() == self.gptrs[i]:
-                    continue
-                if g.data_ptr() == self.gptrs[i] and g.stride() == params[i].stride():
-                    self.gviews[i] = g  # a new tensor over the same memory (DDP's bucket view)
-                else:
-                    moves.append(i)
-            if moves:
-                fresh = [self.view(self.G, i) for i in moves]
-                torch._foreach_copy_(fresh, [grads[i] for i in moves])
-                for i, gv in zip(moves, fresh):
-                    self.gviews[i] = gv
-                    params[i].grad = gv
+        if not self.flat:
+            return has
+        gptrs, gviews = self.gptrs, self.gviews
+        ptrs = list(map(_data_ptr, given))
+        moves = [i for i, ptr in zip(idx, ptrs) if ptr != gptrs[i]]
+        if len(moves) < len(given):  # same memory, perhaps a new tensor (DDP's bucket view)
+            for i, g, ptr in zip(idx, given, ptrs):
+                if ptr == gptrs[i] and g is not gviews[i]:
+                    if g.stride() == params[i].stride():
+                        gviews[i] = g
+                    else:
+                        moves.append(i)
+        if moves:
+            for i in moves:
+                if gviews[i].data_ptr() != gptrs[i]:  # its memory was replaced by hand
+                    gviews[i] = self.view(self.G, i)
+            dst = [gviews[i] for i in moves]
+            torch._foreach_copy_(dst, [grads[i] for i in moves])
+            for i, gv in zip(moves, dst):
+                params[i].grad = gv
         return has
     # -- buffers -------------------------------------------------------------------------
     def allocate(self, name: str, fill: float) -> Tensor:
