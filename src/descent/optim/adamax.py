@@ -48,4 +48,4 @@ class Adamax(RuleOptimizer):
         super().__init__(params, defaults, flat=flat, compile=compile)
 
     def rule(self, group):
-        return [EMA(), InfinityNorm()]
+        return [EMA(fold_lr=True), InfinityNorm()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, axpy, decay_add_, ema, mix_, read
+from .base import Hyper, Transform, axpy, decay_add_, ema, folded, mix_, read, tensor_arithmetic
 
 
 class HeavyBall(Transform):
@@ -49,19 +49,30 @@ class EMA(Transform):
 
     m_t = β·m_{t−1} + (1 − β)·g_t,  m_0 = 0
     m̂_t = m_t / (1 − β^t)            (bias_correction)
+
+    ``fold_lr=True``: the correction is torch.optim's step size ``lr/(1 − β^t)`` (Adam,
+    Adamax), which a tensor ``lr`` rounds to its own dtype.
     """
 
-    def __init__(self, beta: Hyper = ("betas", 0), bias_correction: bool = True, buffer: str = "exp_avg"):
+    def __init__(
+        self,
+        beta: Hyper = ("betas", 0),
+        bias_correction: bool = True,
+        buffer: str = "exp_avg",
+        fold_lr: bool = False,
+    ):
         self.beta = beta
         self.bias_correction = bias_correction
         self.buffer = buffer
         self.state = (buffer,)
+        self.fold_lr = fold_lr
 
     def scalars(self, group, t, host):
         beta = read(group, self.beta)
         h = ema(beta)
         if self.bias_correction:
-            h["correction"] = 1 / (1 - beta**t)
+            bc = 1 - beta**t
+            h["correction"] = folded(group, 1 / bc, bc) if self.fold_lr else 1 / bc
         return h
 
     def apply(self, u, g, p, s, h):
@@ -107,11 +118,15 @@ class NesterovEMA(Transform):
     def scalars(self, group, t, host):
         mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
         product = host["mu_product"]
-        return {
-            **ema(read(group, self.beta)),
-            "cg": (1.0 - mu) / (1.0 - product),
-            "cm": mu_next / (1.0 - product * mu_next),
-        }
+        cg, cm = (1.0 - mu) / (1.0 - product), mu_next / (1.0 - product * mu_next)
+        arith = tensor_arithmetic(group)
+        lr = read(group, "lr") if arith is not None else 0.0
+        if arith is not None and lr != 0.0:
+            # torch.optim's −lr·(1 − μ)/(1 − Π) and (−lr·μ')/(1 − Π·μ') on a tensor lr
+            op, num = arith.op, arith.num
+            cg = op(op(-lr * num(1.0 - mu)) / num(1.0 - product)) / -lr
+            cm = op(op(-lr * num(mu_next)) / num(1.0 - product * mu_next)) / -lr
+        return {**ema(read(group, self.beta)), "cg": cg, "cm": cm}
 
     def apply(self, u, g, p, s, h):
         m = mix_(s[self.buffer], u, h["beta"], h["1-beta"])
