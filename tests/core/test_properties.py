@@ -342,6 +342,7 @@ def _tolerance(cfg):
     return tol
 
 
+@pytest.mark.filterwarnings("ignore:descent. (Adagrad ignores|an SGD param group):RuntimeWarning")
 @pytest.mark.parametrize("name", sorted(HYPER))
 @settings(
     max_examples=48,
