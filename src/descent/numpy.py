@@ -15,7 +15,8 @@ with a NumPy network gets the real thing::
 A key missing from ``grads`` is not updated (and its state does not advance), as a
 ``None`` gradient in torch.optim. Defaults follow the notes' code: ``lr=0.01`` for the
 SGD family, AdaGrad and RMSprop with ε = 1e-7, Adam with lr 0.001, β = (0.9, 0.999),
-ε = 1e-8.
+ε = 1e-8. ``Nadam`` is the notes' plain Nadam (no momentum schedule) unless
+``momentum_decay`` asks for Dozat's schedule.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import optim
+from . import optim, rules
+
+#: Adam with Nesterov momentum and no momentum schedule, β₁ᵗ exact in float64.
+PlainNadam = optim.compose(
+    "PlainNadam",
+    rules.NesterovEMA(schedule=False),
+    rules.EMAOfSquares(),
+    defaults={"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    doc="Nadam without a momentum schedule: u = β₁·m_t/(1 − β₁^{t+1}) + (1 − β₁)·g_t/(1 − β₁^t).",
+)
 
 
 class NotesOptimizer:
@@ -144,7 +154,12 @@ class Adam(NotesOptimizer):
 
 
 class Nadam(NotesOptimizer):
-    """Adam with Nesterov momentum; ``momentum_decay=math.inf`` drops Dozat's schedule."""
+    """Adam with Nesterov momentum, as the notes name it: no momentum schedule,
+    ``m̂ = β₁·m_t/(1 − β₁^{t+1}) + (1 − β₁)·g_t/(1 − β₁^t);  W ← W − η·m̂/(√v̂ + ε)``.
+
+    ``momentum_decay=ψ`` runs Dozat's μ-schedule instead, ``μ_t = β₁(1 − ½·0.96^{tψ})``:
+    ``descent.NAdam``'s (and torch.optim's) with ψ = 0.004 by default there.
+    """
 
     def __init__(
         self,
@@ -152,9 +167,12 @@ class Nadam(NotesOptimizer):
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
-        momentum_decay: float = 4e-3,
+        momentum_decay: float | None = None,
     ):
-        super().__init__(optim.NAdam, lr=lr, betas=(beta1, beta2), eps=eps, momentum_decay=momentum_decay)
+        if momentum_decay is None:
+            super().__init__(PlainNadam, lr=lr, betas=(beta1, beta2), eps=eps)
+        else:
+            super().__init__(optim.NAdam, lr=lr, betas=(beta1, beta2), eps=eps, momentum_decay=momentum_decay)
 
 
 __all__ = ["AdaDelta", "AdaGrad", "Adam", "Momentum", "Nadam", "Nesterov", "NotesOptimizer", "RMSprop", "SGD"]

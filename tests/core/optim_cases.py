@@ -96,6 +96,37 @@ def feed(ours: list, theirs: list, step: int, gen: torch.Generator) -> None:
         b.grad = g.clone()
 
 
+def compare_state(opt, ref, tol: float, cast: tuple[str, ...] = (), err=None) -> None:
+    """``opt.state_dict()`` against torch.optim's ``ref.state_dict()``: the same params
+    with state, the same keys, shapes and dtypes, values within ``tol``, and param
+    groups equal key for key (no key either side lacks). Keys in ``cast`` (NAdam's
+    ``mu_product``, which torch.optim's load casts to float64) are products in [0, 1]
+    that the step uses as 1 − Π: compared to float32's precision, absolutely. ``err``
+    measures a difference (default :func:`rel_err`)."""
+    err = err or rel_err
+    ours, theirs = opt.state_dict(), ref.state_dict()
+    assert set(ours["state"]) == set(theirs["state"])
+    for pid, st in theirs["state"].items():
+        assert set(ours["state"][pid]) == set(st), pid
+        for key, value in st.items():
+            mine = ours["state"][pid][key]
+            assert isinstance(mine, torch.Tensor) and mine.shape == value.shape, (pid, key)
+            assert mine.dtype == value.dtype or key in cast, (pid, key, mine.dtype, value.dtype)
+            if key in cast:
+                assert (mine.double() - value.double()).abs().max() <= 1e-6, (pid, key)
+                continue
+            assert err(mine, value) <= tol, (pid, key, err(mine, value))
+    assert len(ours["param_groups"]) == len(theirs["param_groups"])
+    for g_ours, g_theirs in zip(ours["param_groups"], theirs["param_groups"]):
+        assert set(g_ours) == set(g_theirs), set(g_ours) ^ set(g_theirs)
+        for key, value in g_theirs.items():
+            mine = g_ours[key]
+            if isinstance(value, torch.Tensor):
+                assert isinstance(mine, torch.Tensor) and torch.equal(mine, value), key
+            else:
+                assert mine == value, (key, mine, value)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.numel() == 0:
         return 0.0

@@ -137,3 +137,46 @@ def test_bad_inputs_are_named():
         opt.update(params, {"b1": np.ones(2)})
     with pytest.raises(TypeError, match=r"params\['x'\] must be a floating-point array"):
         dnp.SGD().update({"x": np.arange(3)}, {"x": np.ones(3)})
+
+
+class NotesNadam:  # Adam with Nesterov momentum, no momentum schedule
+    def __init__(self, lr=0.002, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr, self.b1, self.b2, self.eps, self.t, self.m, self.v = lr, beta1, beta2, eps, 0, None, None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {k: np.zeros_like(v) for k, v in params.items()}
+            self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t += 1
+        b1, t = self.b1, self.t
+        for key in params:
+            g = grads[key]
+            self.m[key] = b1 * self.m[key] + (1 - b1) * g
+            self.v[key] = self.b2 * self.v[key] + (1 - self.b2) * g**2
+            m_hat = b1 * self.m[key] / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t)
+            params[key] -= self.lr * m_hat / (np.sqrt(self.v[key] / (1 - self.b2**t)) + self.eps)
+
+
+def test_nadam_is_plain_unless_a_schedule_is_asked_for():
+    import torch
+
+    import descent
+
+    rng = np.random.default_rng(4)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in _network(0).items()} for _ in range(100)]
+    plain, notes, scheduled = _network(0), _network(0), _network(0)
+    ours, ref, dozat = dnp.Nadam(lr=0.01), NotesNadam(lr=0.01), dnp.Nadam(lr=0.01, momentum_decay=4e-3)
+    for g in grads:
+        ours.update(plain, g)
+        ref.update(notes, g)
+        dozat.update(scheduled, g)
+    ps = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in _network(0).items()}
+    torch_form = descent.NAdam(list(ps.values()), lr=0.01)
+    for g in grads:
+        for k, p in ps.items():
+            p.grad = torch.tensor(g[k])
+        torch_form.step()
+    for key in notes:
+        np.testing.assert_allclose(plain[key], notes[key], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(scheduled[key], ps[key].detach().numpy(), rtol=1e-12, atol=1e-12)
+        assert not np.allclose(plain[key], scheduled[key], rtol=1e-6, atol=0)  # the schedule matters

@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_cases import CASES, case_id, feed, make_pair, rel_err
+from optim_cases import CASES, case_id, compare_state, feed, make_pair, rel_err
 
 STEPS = 200
 ENGINES = {"flat": {"flat": True, "compile": False}, "per-tensor": {"flat": False}}
-
-
-def _compare_state(opt, ref, tol):
-    ours, theirs = opt.state_dict(), ref.state_dict()
-    assert set(ours["state"]) == set(theirs["state"])
-    for pid, st in theirs["state"].items():
-        assert set(ours["state"][pid]) == set(st), pid
-        for key, value in st.items():
-            mine = ours["state"][pid][key]
-            assert isinstance(mine, torch.Tensor) and mine.shape == value.shape, (pid, key)
-            assert mine.dtype == value.dtype, (pid, key, mine.dtype, value.dtype)
-            assert rel_err(mine, value) <= tol, (pid, key, rel_err(mine, value))
-    # The param groups hold the same hyperparameters under the same names.
-    for g_ours, g_theirs in zip(ours["param_groups"], theirs["param_groups"]):
-        for key, value in g_theirs.items():
-            assert g_ours[key] == value, key
 
 
 @pytest.mark.parametrize("engine", list(ENGINES), ids=list(ENGINES))
@@ -39,7 +23,7 @@ def test_matches_torch_float64(case, engine):
         ref.step()
     for a, b in zip(ours, theirs):
         assert rel_err(a, b) <= 1e-10
-    _compare_state(opt, ref, 1e-10)
+    compare_state(opt, ref, 1e-10)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ from typing import Any
 
 import torch
 
+from ..engine.kernels import warn
 from ..engine.storage import scalar_dtype
 from ..rules import SumOfSquares
+from ..rules.base import Fixed
 from .base import RuleOptimizer
 
 
@@ -22,6 +24,10 @@ class Adagrad(RuleOptimizer):
     numbers as ``torch.optim.Adagrad``. ``eps_inside=True`` puts ε under the root,
     :math:`g/\sqrt{G_t+\epsilon}`, as one of the notes writes it. The notes' NumPy code
     (``h += g*g; w -= lr*g/(sqrt(h) + 1e-7)``) is ``Adagrad(lr=lr, eps=1e-7)``.
+
+    As in torch.optim, every param's ``sum`` starts at the constructor's
+    ``initial_accumulator_value``, also in a group that sets its own value (a warning
+    says so) and in groups added later.
     """
 
     flags = (*RuleOptimizer.flags, "eps_inside")
@@ -54,16 +60,29 @@ class Adagrad(RuleOptimizer):
             "maximize": maximize,
             "differentiable": differentiable,
             "fused": fused,
-            "eps_inside": eps_inside,
         }
+        if eps_inside is not False:  # only then a group key, so groups match torch.optim's
+            defaults["eps_inside"] = eps_inside
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
         # torch.optim.Adagrad creates its state up front; so does this, for parity.
+        init = self.defaults["initial_accumulator_value"]
         for group in self.param_groups:
-            init = group["initial_accumulator_value"]
             for p in group["params"]:
                 fill = complex(init, init) if p.is_complex() else init
                 self.state[p]["step"] = torch.tensor(0.0, dtype=scalar_dtype())
                 self.state[p]["sum"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        own = param_group.get("initial_accumulator_value", self.defaults["initial_accumulator_value"])
+        if own != self.defaults["initial_accumulator_value"]:
+            warn(
+                f"descent: Adagrad ignores a param group's initial_accumulator_value={own}: as in "
+                "torch.optim, every sum starts at the constructor's value "
+                f"({self.defaults['initial_accumulator_value']}); pass it to the constructor instead"
+            )
+
     def rule(self, group):
-        return [SumOfSquares(eps_inside=bool(group["eps_inside"]))]
+        # torch.optim fills every state sum from the constructor's value (self.defaults)
+        initial = Fixed(float(self.defaults["initial_accumulator_value"]))
+        return [SumOfSquares(initial=initial, eps_inside=bool(group.get("eps_inside", False)))]

@@ -55,14 +55,15 @@ class Adam(RuleOptimizer):
             "differentiable": differentiable,
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
-            "eps_inside": eps_inside,
         }
+        if eps_inside is not False:  # only then a group key, so groups match torch.optim's
+            defaults["eps_inside"] = eps_inside
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
         return [
-            EMA(),
-            EMAOfSquares(amsgrad=bool(group["amsgrad"]), eps_inside=bool(group["eps_inside"])),
+            EMA(fold_lr=True),
+            EMAOfSquares(amsgrad=bool(group["amsgrad"]), eps_inside=bool(group.get("eps_inside", False))),
         ]
 
 

@@ -49,4 +49,4 @@ class Adamax(RuleOptimizer):
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
-        return [EMA(), InfinityNorm()]
+        return [EMA(fold_lr=True), InfinityNorm()]

@@ -59,8 +59,9 @@ class RMSprop(RuleOptimizer):
             "foreach": foreach,
             "maximize": maximize,
             "differentiable": differentiable,
-            "eps_inside": eps_inside,
         }
+        if eps_inside is not False:  # only then a group key, so groups match torch.optim's
+            defaults["eps_inside"] = eps_inside
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def rule(self, group):
@@ -69,7 +70,7 @@ class RMSprop(RuleOptimizer):
                 beta="alpha",
                 bias_correction=False,
                 centered=bool(group["centered"]),
-                eps_inside=bool(group["eps_inside"]),
+                eps_inside=bool(group.get("eps_inside", False)),
                 buffer="square_avg",
             )
         ]

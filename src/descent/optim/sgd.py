@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine.kernels import warn
 from ..rules import EMA, HeavyBall
 from .base import RuleOptimizer
 from .validation import COMMON, flag, unit
@@ -53,13 +54,21 @@ class SGD(RuleOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        # torch.optim checks nesterov against the constructor's arguments only ...
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening "
+                f"(got momentum={momentum}, dampening={dampening})"
+            )
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
 
     def check(self, group):
+        # ... and runs a param group that combines them, as this does (same numbers).
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(
-                "Nesterov momentum requires a momentum and zero dampening "
-                f"(got momentum={group['momentum']}, dampening={group['dampening']})"
+            warn(
+                f"descent: an SGD param group has nesterov=True with momentum={group['momentum']} "
+                f"and dampening={group['dampening']}; torch.optim runs it without a check (momentum 0: "
+                "plain SGD; dampening scales the buffer's new gradient) and so does descent"
             )
 
     def rule(self, group):

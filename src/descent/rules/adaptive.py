@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Hyper, Transform, ema, mix_, mix_sq_, read, sqrt, square
+from .base import Hyper, Transform, ema, folded, mix_, mix_sq_, read, sqrt, square
 
 
 def _root(v, eps, eps_inside: bool):
@@ -44,7 +44,9 @@ class SumOfSquares(Transform):
         return read(group, self.initial)
 
     def scalars(self, group, t, host):
-        return {"eps": read(group, self.eps), "decay": 1 / (1 + (t - 1) * read(group, self.lr_decay))}
+        slow = 1 + (t - 1) * read(group, self.lr_decay)
+        # torch.optim's lr/(1 + (t − 1)·lr_decay), rounded as a tensor lr rounds it
+        return {"eps": read(group, self.eps), "decay": folded(group, 1 / slow, slow)}
 
     def apply(self, u, g, p, s, h):
         G = s[self.buffer]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, axpy, decay_add_, ema, mix_, read
+from .base import Hyper, Transform, axpy, decay_add_, ema, folded, mix_, read, tensor_arithmetic
 
 
 class HeavyBall(Transform):
@@ -49,19 +49,30 @@ class EMA(Transform):
 
     m_t = β·m_{t−1} + (1 − β)·g_t,  m_0 = 0
     m̂_t = m_t / (1 − β^t)            (bias_correction)
+
+    ``fold_lr=True``: the correction is torch.optim's step size ``lr/(1 − β^t)`` (Adam,
+    Adamax), which a tensor ``lr`` rounds to its own dtype.
     """
 
-    def __init__(self, beta: Hyper = ("betas", 0), bias_correction: bool = True, buffer: str = "exp_avg"):
+    def __init__(
+        self,
+        beta: Hyper = ("betas", 0),
+        bias_correction: bool = True,
+        buffer: str = "exp_avg",
+        fold_lr: bool = False,
+    ):
         self.beta = beta
         self.bias_correction = bias_correction
         self.buffer = buffer
         self.state = (buffer,)
+        self.fold_lr = fold_lr
 
     def scalars(self, group, t, host):
         beta = read(group, self.beta)
         h = ema(beta)
         if self.bias_correction:
-            h["correction"] = 1 / (1 - beta**t)
+            bc = 1 - beta**t
+            h["correction"] = folded(group, 1 / bc, bc) if self.fold_lr else 1 / bc
         return h
 
     def apply(self, u, g, p, s, h):
@@ -80,6 +91,12 @@ class NesterovEMA(Transform):
     With ψ = ∞ this is the plain Nadam (Adam with Nesterov momentum, no schedule):
     u = (1 − β)/(1 − β^t)·g + β/(1 − β^{t+1})·m. The running product Π μ_i is host
     state ``mu_product``, a float32 scalar per tensor as in torch.optim.
+
+    ``schedule=False``: μ_t = β exactly, with β^t computed in float64 each step (no
+    ``mu_product``), the plain Nadam to float64 precision.
+    ``next_correction=False``: the momentum term is divided by 1 − Π_{i≤t} μ_i, the
+    same correction as the gradient's, u = (β·m_t + (1 − β)·g_t)/(1 − β^t) without
+    a schedule: Nadam as Ruder's overview (2016) writes it, β₁·m̂_t + (1 − β₁)·g_t/(1 − β₁^t).
     """
 
     host = ("mu_product",)
@@ -89,11 +106,17 @@ class NesterovEMA(Transform):
         beta: Hyper = ("betas", 0),
         momentum_decay: Hyper = "momentum_decay",
         buffer: str = "exp_avg",
+        schedule: bool = True,
+        next_correction: bool = True,
     ):
         self.beta = beta
         self.momentum_decay = momentum_decay
         self.buffer = buffer
         self.state = (buffer,)
+        self.schedule = schedule
+        self.next_correction = next_correction
+        if not schedule:
+            self.host = ()
 
     def host_init(self, name):
         return 1.0
@@ -102,16 +125,27 @@ class NesterovEMA(Transform):
         return read(group, self.beta) * (1.0 - 0.5 * 0.96 ** (t * read(group, self.momentum_decay)))
 
     def advance(self, group, t, host):
-        host["mu_product"].mul_(self._mu(group, t))
+        if self.schedule:
+            host["mu_product"].mul_(self._mu(group, t))
 
     def scalars(self, group, t, host):
-        mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
-        product = host["mu_product"]
-        return {
-            **ema(read(group, self.beta)),
-            "cg": (1.0 - mu) / (1.0 - product),
-            "cm": mu_next / (1.0 - product * mu_next),
-        }
+        beta = read(group, self.beta)
+        if self.schedule:
+            mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
+            product = host["mu_product"]
+        else:
+            mu = mu_next = beta
+            product = beta**t
+        next_product = product * mu_next if self.next_correction else product
+        cg, cm = (1.0 - mu) / (1.0 - product), mu_next / (1.0 - next_product)
+        arith = tensor_arithmetic(group) if self.schedule and self.next_correction else None
+        lr = read(group, "lr") if arith is not None else 0.0
+        if arith is not None and lr != 0.0:
+            # torch.optim's −lr·(1 − μ)/(1 − Π) and (−lr·μ')/(1 − Π·μ') on a tensor lr
+            op, num = arith.op, arith.num
+            cg = op(op(-lr * num(1.0 - mu)) / num(1.0 - product)) / -lr
+            cm = op(op(-lr * num(mu_next)) / num(1.0 - next_product)) / -lr
+        return {**ema(beta), "cg": cg, "cm": cm}
 
     def apply(self, u, g, p, s, h):
         m = mix_(s[self.buffer], u, h["beta"], h["1-beta"])
