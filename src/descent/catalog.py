@@ -81,9 +81,12 @@ class Entry:
     @property
     def rule(self) -> tuple[Any, ...]:
         """Its moment transforms (the rule, without Prepare and Descend) at its defaults.
-        ``rule`` reads only the group it is given, so no optimizer (and no engine) is
-        built for it."""
-        return tuple(self.cls.rule(self.cls.__new__(self.cls), self.defaults))
+        ``rule`` reads the group it is given and the constructor's ``defaults`` (as
+        torch.optim does for Adagrad's initial sums), so a bare instance holding just
+        those stands in: no optimizer, and no engine, is built for it."""
+        bare = self.cls.__new__(self.cls)
+        bare.defaults = dict(self.defaults)
+        return tuple(self.cls.rule(bare, self.defaults))
 
     @property
     def adaptive(self) -> bool:

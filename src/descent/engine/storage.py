@@ -111,12 +111,14 @@ def _use_count(storage: torch.UntypedStorage) -> int | None:
 
 def alone(p: Tensor) -> bool:
     """Whether nothing but ``p`` can reach its memory: it fills its storage, the storage
-    is not in shared memory (``share_memory()``, another process may hold it), and no
+    is not in CPU shared memory (``share_memory()``, another process may hold it), and no
     other tensor holds it (a ``.data`` or ``state_dict()`` alias, a buffer the param is
     a view of, ZeroRedundancyOptimizer's bucket). Moving such a param leaves nobody
     looking at stale memory."""
     s = p.untyped_storage()
-    if s.nbytes() != p.numel() * p.element_size() or s.is_shared():
+    if s.nbytes() != p.numel() * p.element_size():
+        return False
+    if p.device.type == "cpu" and s.is_shared():  # (CUDA storages always answer True)
         return False
     uses = _use_count(s)
     return uses is None or uses <= _ALONE
