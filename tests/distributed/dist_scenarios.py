@@ -103,14 +103,16 @@ def reference_impl(name: str) -> str:
     return "descent" if OPTIMIZERS[name][0] == "Lion" else "torch"
 
 
-def reference(name: str, width: int = HIDDEN, steps: int = STEPS) -> list[torch.Tensor]:
-    """One process, the global batch, torch.optim's class (descent's for Lion)."""
+def reference(name: str, width: int = HIDDEN, steps: int = STEPS, skip: tuple = ()) -> list[torch.Tensor]:
+    """One process, the global batch, torch.optim's class (descent's for Lion); the
+    steps in ``skip`` are not taken."""
     m = model(width=width)
     opt = optimizer(name, m.parameters(), reference_impl(name))
     for step in range(steps):
         opt.zero_grad()
         loss(m, *batch(step)).backward()
-        opt.step()
+        if step not in skip:
+            opt.step()
     return [p.detach().clone() for p in m.parameters()]
 
 
@@ -212,6 +214,25 @@ def fsdp(rank: int, world: int, name: str, mode: str, impl: str = "descent") -> 
     return {"params": [full(p) for p in m.parameters()], "state": describe_state(opt), "param_layout": layout}
 
 
+#: skip_nonfinite under FSDP2: at this step rank 1 alone finds a NaN in its shard
+SKIP_AT = 3
+SKIP_OPTIMIZERS = ("Adam", "SGD")
+
+
+def fsdp_skip(rank: int, world: int, name: str) -> dict:
+    """Both ranks must skip the step a NaN reaches on one rank's shard only."""
+    m = shard(model(), "layers+root")
+    opt = optimizer(name, m.parameters(), skip_nonfinite=True)
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss(m, *batch(step, rank, world)).backward()
+        if step == SKIP_AT and rank == 1:
+            shard_grad = next(local(p.grad) for p in m.parameters() if local(p.grad).numel())
+            shard_grad.view(-1)[0] = float("nan")
+        opt.step()
+    return {"params": [full(p) for p in m.parameters()], "skipped": opt.skipped_steps}
+
+
 # --- DCP ------------------------------------------------------------------------------
 
 
@@ -300,6 +321,8 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
             out.append((f"fsdp/{name}/{mode}", fsdp, (name, mode)))
             if reference_impl(name) == "torch":
                 out.append((f"fsdp-torch/{name}/{mode}", fsdp, (name, mode, "torch")))
+    for name in SKIP_OPTIMIZERS:
+        out.append((f"fsdp-skip/{name}", fsdp_skip, (name,)))
     for name in ZERO_OPTIMIZERS:
         for view in (False, True):
             out.append((f"zero/{name}/view{int(view)}", zero, (name, view)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from dist_harness import result, worst_error
-from dist_scenarios import FSDP_MODES, FSDP_ONLY_ROOT, OPTIMIZERS, reference_impl
+from dist_scenarios import FSDP_MODES, FSDP_ONLY_ROOT, OPTIMIZERS, SKIP_AT, SKIP_OPTIMIZERS, reference_impl
 
 TOL = 1e-5
 
@@ -47,3 +47,13 @@ def test_fsdp_state_sharded(ranks, name, mode):
                 assert (v[1], v[2]) == (placements, local_shape), (entry, placements, local_shape)
         if reference_impl(name) == "torch":
             assert res["state"] == result(ranks, f"fsdp-torch/{name}/{mode}", rank)["state"]
+
+
+@pytest.mark.parametrize("name", SKIP_OPTIMIZERS)
+def test_skip_nonfinite_skips_on_every_rank_when_one_shard_is_not_finite(ranks, reference, name):
+    want = reference(name, skip=(SKIP_AT,))
+    for rank in range(len(ranks)):
+        got = result(ranks, f"fsdp-skip/{name}", rank)
+        assert got["skipped"] == 1, f"rank {rank} skipped {got['skipped']} steps"
+        err = worst_error(got["params"], want)
+        assert err <= TOL, f"rank {rank}: worst relative error {err:.2e}"
