@@ -23,6 +23,7 @@ from .kernels import (
     finite,
     fresh_scalars,
     kernel_for,
+    nonfinite,
     pack,
     run_eager,
     scalar_tensor,
@@ -43,7 +44,7 @@ class _Group:
 
 def _call(fn, args: list[Tensor], n: int) -> bool:
     """Run a kernel over ``n`` elements; False when a guarded kernel skipped the step."""
-    if n < PARALLEL_MIN and (threads := get_num_threads()) > 1:
+    if n < PARALLEL_MIN and args[0].device.type == "cpu" and (threads := get_num_threads()) > 1:
         # A short run costs less than waking the OpenMP team (on a busy machine far
         # less: 0.6 ms a call was measured for 4 K elements).
         set_num_threads(1)
@@ -153,20 +154,25 @@ class Engine:
 
     @staticmethod
     def _all_finite(plans: list, spread: bool) -> bool:
-        ok = all(
-            finite(g)
+        """Every gradient of the step is finite: one flag per run (per shard) kept on the
+        device, one host read for the whole step."""
+        flags = [
+            f
             for _, _, b, runs in plans
             for a, c in runs
             for _, g, _ in (b.pieces(a, c, ()) if b.sharded else [b.tensors(a, c, ())])
-        )
+            if (f := nonfinite(g)) is not None
+        ]
+        device = next(b.device for _, _, b, _ in plans)
+        bad = torch.stack([f.to(device) for f in flags]).any() if flags else torch.zeros((), dtype=torch.bool)
         if spread:  # sharded params: every rank must take the same decision
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
-                flag = torch.tensor([0.0 if ok else 1.0], device=next(b.device for _, _, b, _ in plans))
+                flag = bad.to(device=device, dtype=torch.float32).reshape(1)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                ok = flag.item() == 0.0
-        return ok
+                bad = flag[0] > 0
+        return not bool(bad)
 
     def _guarded_run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> bool:
         """:meth:`_run` that leaves params, state and step counts as they were when the

@@ -282,12 +282,19 @@ def kernel_for(
     return kern
 
 
-def finite(g: Tensor) -> bool:
-    """Whether ``g`` holds no inf or NaN: one reduction, no temporary of g's size."""
+def nonfinite(g: Tensor) -> Tensor | None:
+    """A 0-d flag on ``g``'s device, true when ``g`` holds an inf or NaN (one reduction,
+    no temporary of g's size, no host sync); ``None`` for an empty ``g``."""
     if g.numel() == 0:
-        return True
+        return None
     lo, hi = torch.aminmax(g)
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+    return ~(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def finite(g: Tensor) -> bool:
+    """Whether ``g`` holds no inf or NaN."""
+    flag = nonfinite(g)
+    return flag is None or not bool(flag)
 
 
 def compile_mode(requested: bool | str) -> bool | str:
