@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from ..rules.base import Scalars
 
@@ -26,6 +27,14 @@ def unpack(statics: tuple, names: tuple, numbers: Sequence) -> list[Scalars]:
     return hs
 
 
+def nonfinite(g: Tensor) -> Tensor:
+    """A 0-d flag on ``g``'s device, true when ``g`` holds an inf or NaN: one reduction,
+    no temporary of g's size, no host sync. (``skip_nonfinite``, inside a kernel or
+    before a step of several runs.)"""
+    lo, hi = torch.aminmax(g)
+    return ~(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 class Step(torch.nn.Module):
     """The kernel's body: the chain's update over 1-D buffers, every number in ``scal``."""
 
@@ -41,8 +50,7 @@ class Step(torch.nn.Module):
             return None
         # skip_nonfinite: one reduction over g and the update, in one kernel; every
         # buffer keeps its old value when g holds an inf or NaN.
-        lo, hi = torch.aminmax(g)
-        bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+        bad = nonfinite(g)
         new_p, new_bufs = p.clone(), [b.clone() for b in bufs]
         spec.chain.update(new_p, g, dict(zip(spec.state, new_bufs)), hs)
         for old, new in zip([p, *bufs], [new_p, *new_bufs]):

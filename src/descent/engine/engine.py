@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, get_num_threads, set_num_threads
 
 from ..rules.base import Chain
+from .body import nonfinite
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -23,7 +24,6 @@ from .kernels import (
     finite,
     fresh_scalars,
     kernel_for,
-    nonfinite,
     pack,
     run_eager,
     scalar_tensor,
@@ -126,25 +126,26 @@ class Engine:
             for group, chain, entry, hass in work
             for b, has in zip(entry.buckets, hass)
         ]
-        # skip_nonfinite: a step of one run checks its gradient inside its kernel; with
-        # several runs every gradient is checked (one reduction each) before the first write.
-        spread = any(b.sharded for _, _, b, _ in plans)
-        inside = self.guard and not spread and sum(len(runs) for *_, runs in plans) == 1
-        if self.guard and not inside and not self._all_finite(plans, spread):
-            self.skipped += 1
-            return
+        inside = False
+        if self.guard:
+            # skip_nonfinite: a step of one run checks its gradient inside its kernel; with
+            # several runs every gradient is checked (one reduction each) before any write.
+            spread = any(b.sharded for _, _, b, _ in plans)
+            inside = not spread and sum(len(runs) for *_, runs in plans) == 1
+            if not inside and not self._all_finite(plans, spread):
+                self.skipped += 1
+                return
         for group, chain, b, runs in plans:
             self._step_bucket(b, chain, group, runs, inside)
 
     def _step_bucket(
         self, b: Bucket, chain: Chain, group: dict[str, Any], runs: list[tuple[int, int]], guard: bool
     ) -> None:
+        run = self._guarded_run if guard else self._run
         for a, c in runs:
-            if guard and not self._guarded_run(b, chain, group, a, c):
+            if not run(b, chain, group, a, c):
                 self.skipped += 1
                 return
-            if not guard:
-                self._run(b, chain, group, a, c)
         b.uniform = runs == [(0, len(b.params))]
         if 0 in b.exposed:
             for a, c in runs:
@@ -157,11 +158,11 @@ class Engine:
         """Every gradient of the step is finite: one flag per run (per shard) kept on the
         device, one host read for the whole step."""
         flags = [
-            f
+            nonfinite(g)
             for _, _, b, runs in plans
             for a, c in runs
             for _, g, _ in (b.pieces(a, c, ()) if b.sharded else [b.tensors(a, c, ())])
-            if (f := nonfinite(g)) is not None
+            if g.numel()
         ]
         device = next(b.device for _, _, b, _ in plans)
         bad = torch.stack([f.to(device) for f in flags]).any() if flags else torch.zeros((), dtype=torch.bool)
@@ -211,18 +212,19 @@ class Engine:
         if not pieces or pieces[0][0].numel() == 0:
             return True
         statics, names, numbers = pack(chain.scalars(group, t, values))
-        scal = scalar_tensor(numbers, pieces[0][0])
+        first = pieces[0][0]
+        scal = scalar_tensor(numbers, first)
+        kern = None
+        if self.compile is not False:  # one lookup per run; the pieces share dtype and device
+            kern = b.kernels.get((chain, statics, names, guard))
+            if kern is None:
+                kern = kernel_for(chain, statics, names, first.dtype, first.device, guard)
+                b.kernels[(chain, statics, names, guard)] = kern
         for p, g, bufs in pieces:  # several only for sharded params: one per local shard
-            kern = None
-            if self.compile is not False and p.dim() == 1 and p.numel() >= KERNEL_MIN:
-                kern = b.kernels.get((chain, statics, names, guard, p.dtype))
-                if kern is None:
-                    kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
-                    b.kernels[(chain, statics, names, guard, p.dtype)] = kern
-                if not kern.ready(True if self.compile is True else None):
-                    kern = None
-            if kern is not None:
-                if not _call(kern.fn, [p, g, scal, *bufs], p.numel()) and guard:
+            n = p.numel()
+            wait = True if self.compile is True else None
+            if kern is not None and p.dim() == 1 and n >= KERNEL_MIN and kern.ready(wait):
+                if not _call(kern.fn, [p, g, scal, *bufs], n):
                     return False
                 continue
             if guard and not finite(g):

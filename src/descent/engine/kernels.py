@@ -30,7 +30,7 @@ from torch import Tensor
 from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
-from .body import Step, options, unpack
+from .body import Step, nonfinite, options, unpack
 from .storage import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
@@ -282,19 +282,9 @@ def kernel_for(
     return kern
 
 
-def nonfinite(g: Tensor) -> Tensor | None:
-    """A 0-d flag on ``g``'s device, true when ``g`` holds an inf or NaN (one reduction,
-    no temporary of g's size, no host sync); ``None`` for an empty ``g``."""
-    if g.numel() == 0:
-        return None
-    lo, hi = torch.aminmax(g)
-    return ~(torch.isfinite(lo) & torch.isfinite(hi))
-
-
 def finite(g: Tensor) -> bool:
     """Whether ``g`` holds no inf or NaN."""
-    flag = nonfinite(g)
-    return flag is None or not bool(flag)
+    return g.numel() == 0 or not bool(nonfinite(g))
 
 
 def compile_mode(requested: bool | str) -> bool | str:

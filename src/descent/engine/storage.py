@@ -3,9 +3,9 @@
 Each ``nn.Parameter`` stays the same Python object; its ``.data`` becomes a view of the
 bucket's buffer and its ``.grad`` a view of a matching gradient buffer, so backward
 accumulates in place and the step reads one buffer. State buffers are flat too, and
-``optimizer.state[p]`` holds views of them. A param that cannot be re-homed (a tensor
-subclass such as DTensor, sparse, overlapping, or sharing storage with another) gets a
-bucket of its own that runs the same rule on the tensor itself.
+``optimizer.state[p]`` holds views of them. A param that cannot be re-homed (sparse,
+overlapping, or memory something else can reach) gets a bucket of its own that runs the
+same rule on the tensor itself; the DTensors of a group (FSDP2) share a sharded bucket.
 """
 
 from __future__ import annotations
@@ -30,13 +30,9 @@ ALIGN = 16
 _homes: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 _grad = operator.attrgetter("grad")
-_is = operator.is_
 _eq = operator.eq
 _data_ptr = Tensor.data_ptr
-_size = operator.attrgetter("shape")
-_dtype = operator.attrgetter("dtype")
-_device = operator.attrgetter("device")
-_layout = operator.attrgetter("layout")
+_numel = Tensor.numel
 
 
 def _check_grad(who: str, where: str, p: Tensor, g: Tensor) -> None:
@@ -172,7 +168,7 @@ def plan(params: Sequence[Tensor], flat: bool) -> list[tuple[list[Tensor], bool,
     for p in params:
         if id(p) in chosen:
             buckets.setdefault((p.device, p.dtype, _tile(p)), []).append(p)
-        elif flat and (key := _shard_key(p)) is not None:
+        elif (key := _shard_key(p)) is not None:  # never moved, so flat=False or not
             shards.setdefault(key, []).append(p)
         else:
             singles.append(([p], False, False, False))
@@ -223,7 +219,7 @@ class Bucket:
         #: the step count after the last whole-bucket run (None: read it from ``host``)
         self.t: float | None = None
         self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor, list[Tensor]]] = {}
-        #: kernels by (chain, statics, names), so a step finds its kernel without hashing
+        #: kernels by (chain, statics, names, guard), so a step finds its kernel without hashing
         self.kernels: dict = {}
         if sharded:
             self.locals = [p.to_local() for p in params]
@@ -339,13 +335,16 @@ class Bucket:
 
     # -- gradients -----------------------------------------------------------------------
     def grads_in_place(self) -> bool:
-        """Every ``p.grad`` is still its view of the flat gradient buffer, over the same
-        memory (``p.grad.data = …`` or ``p.grad.set_(…)`` keeps the object, not the memory)."""
-        return (
-            self.flat
-            and all(map(_is, map(_grad, self.params), self.gviews))
-            and all(map(_eq, map(_data_ptr, self.gviews), self.gptrs))
-        )
+        """Every ``p.grad`` still starts where its view of the gradient buffer does. The
+        memory is what counts, not the object: ``p.grad.data = …`` and ``p.grad.set_(…)``
+        keep the object and move the memory; DDP's new view of its bucket is a new object
+        over the same memory."""
+        if not self.flat:
+            return False
+        try:
+            return all(map(_eq, map(_data_ptr, map(_grad, self.params)), self.gptrs))
+        except (TypeError, RuntimeError):  # a grad is None, or sparse (no data pointer)
+            return False
 
     def collect(self, who: str, name: Callable[[Tensor], str]) -> list[bool] | None:
         """Which params have a gradient; ``None`` means all, already in place.
@@ -366,15 +365,18 @@ class Bucket:
             idx = [i for i, h in enumerate(has) if h]
             given = [grads[i] for i in idx]
             mine = [params[i] for i in idx]
-        if (
-            list(map(_size, given)) != list(map(_size, mine))
-            or list(map(_dtype, given)) != list(map(_dtype, mine))
-            or list(map(_device, given)) != list(map(_device, mine))
-            or any(layout != torch.strided for layout in map(_layout, given))
+        # The bucket's params share one dtype and device: one set of (dtype, device, layout)
+        # and the element counts catch every wrong gradient a copy would not refuse (one of
+        # the same size and another shape fails in the copy below and is named there; a
+        # lone param's is compared whole).
+        kinds = {(g.dtype, g.device, g.layout) for g in given}
+        if kinds - {(self.dtype, self.device, torch.strided)} or list(map(_numel, given)) != list(
+            map(_numel, mine)
         ):
-            for g, p in zip(given, mine):
-                _check_grad(who, name(p), p, g)
+            self._check(who, name, given, mine)
         if not self.flat:
+            if not self.sharded and given and given[0].shape != mine[0].shape:
+                self._check(who, name, given, mine)
             return has
         gptrs, gviews = self.gptrs, self.gviews
         ptrs = list(map(_data_ptr, given))
@@ -391,10 +393,20 @@ class Bucket:
                 if gviews[i].data_ptr() != gptrs[i]:  # its memory was replaced by hand
                     gviews[i] = self.view(self.G, i)
             dst = [gviews[i] for i in moves]
-            torch._foreach_copy_(dst, [grads[i] for i in moves])
+            try:
+                torch._foreach_copy_(dst, [grads[i] for i in moves])
+            except RuntimeError:
+                self._check(who, name, given, mine)
+                raise
             for i, gv in zip(moves, dst):
                 params[i].grad = gv
         return has
+
+    @staticmethod
+    def _check(who: str, name: Callable[[Tensor], str], given: Sequence[Tensor], mine: Sequence) -> None:
+        for g, p in zip(given, mine):
+            _check_grad(who, name(p), p, g)
+
     # -- buffers -------------------------------------------------------------------------
     def allocate(self, name: str, fill: float) -> Tensor:
         if self.dtype.is_complex:
@@ -469,33 +481,13 @@ def sharded(p: Tensor) -> bool:
     return dt is not None and isinstance(p, dt)
 
 
-def local_shards(ts: Sequence[Tensor]) -> list[Tensor] | None:
-    """The local shards of DTensors that are laid out alike (same mesh, same placements,
-    none partial), so this rank's elementwise step is the step over its shards alone;
-    ``None`` when they are not all such DTensors."""
-    dt = _dtensor_type()
-    if dt is None or not all(isinstance(t, dt) for t in ts):
-        return None
-    mesh, places = ts[0].device_mesh, ts[0].placements
-    if any(pl.is_partial() for pl in places):
-        return None
-    if any(t.device_mesh != mesh or t.placements != places for t in ts[1:]):
-        return None
-    return [t.to_local() for t in ts]
-
-
 def _flat1d(p: Tensor, g: Tensor, bufs: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
     """One param's tensors as 1-D runs over their memory when they are dense and laid out
-    alike (so element i of each is the same coordinate), else as they are. DTensors laid
-    out alike step as their local shards (FSDP2: one kernel over each shard, not DTensor
-    dispatch op by op)."""
-    ts = [p, g, *bufs]
+    alike (so element i of each is the same coordinate), else as they are (a DTensor
+    here is one no sharded bucket takes, e.g. partial: the rule runs on it as it is)."""
     if sharded(p):
-        local = local_shards(ts)
-        if local is None:
-            return p, g, bufs
-        ts = local
-    ts = [_real(t) for t in ts]
+        return p, g, bufs
+    ts = [_real(t) for t in (p, g, *bufs)]
     shape, stride = ts[0].shape, ts[0].stride()
     if all(t.shape == shape and t.stride() == stride for t in ts) and _dense(ts[0]):
         ts = [_window(t, 0, t.numel()) for t in ts]

@@ -8,12 +8,9 @@ from typing import Any
 import torch
 
 from ..rules import EMA, HeavyBall, LookaheadMomentum
+from ..rules.base import Fixed
 from .base import RuleOptimizer
 from .validation import COMMON, flag
-
-
-def _no_dampening(group: Any) -> float:
-    return 0.0
 
 
 class LookaheadNesterov(RuleOptimizer):
@@ -83,7 +80,7 @@ class LookaheadNesterov(RuleOptimizer):
         # Other look-ahead points: the step moves the params back first, then steps.
         if group["ema"]:
             return [EMA(beta="momentum", bias_correction=False, buffer="momentum_buffer")]
-        return [HeavyBall(dampening=_no_dampening)]
+        return [HeavyBall(dampening=Fixed(0.0))]
 
     def _shift(self, sign: float, only_without_grad: bool = False) -> None:
         for group in self.param_groups:
