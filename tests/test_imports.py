@@ -119,3 +119,36 @@ def test_a_cycle_is_caught(tmp_path, lazy):
     assert edges["descent.sub.a"] == {"descent.sub.b"} and edges["descent.sub.c"] == {"descent.sub.a"}
     assert edges["descent.sub.d"] == {"descent.sub.c"}  # a TYPE_CHECKING import runs nothing
     assert cycles(edges) == [["descent.sub.a", "descent.sub.b"]]
+
+
+def _all_imports(path: Path, modules: set[str]) -> set[str]:
+    """Like :func:`imports_of`, type-only imports (``if TYPE_CHECKING:``) included."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("descent"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("descent"):
+                found.add(target)
+                found.update({f"{target}.{a.name}" for a in node.names} & modules)
+    return found
+
+
+def test_the_engine_knows_nothing_above_it():
+    """The engine runs rule chains over params, state and gradients: it imports only
+    itself, the rules and the version string — no optimizer class, not even for typing."""
+    modules = {module_name(p) for p in (SRC / "descent").rglob("*.py")}
+    engine = sorted((SRC / "descent" / "engine").rglob("*.py"))
+    assert len(engine) >= 8
+    allowed = ("descent.engine", "descent.rules", "descent._version")
+    for path in engine:
+        outside = {m for m in _all_imports(path, modules) if not m.startswith(allowed)}
+        assert not outside, f"{module_name(path)} imports {sorted(outside)}"

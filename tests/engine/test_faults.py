@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import descent
-from descent.engine.storage import homed
+from descent.engine.layout import homed
 
 
 def _sgd_pair(make):

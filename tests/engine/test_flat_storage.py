@@ -24,25 +24,46 @@ def _model(seed=0, dtype=torch.float32):
     return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
 
 
-def test_params_and_grads_live_in_one_buffer_and_backward_accumulates_in_place():
+def test_params_live_in_one_buffer_and_the_step_leaves_gradients_alone():
+    """The step reads gradients where backward left them: ``p.grad`` stays the same
+    tensor, unwritten (torch's test_grads_are_never_inplaced_into)."""
+    model = _model()
+    params = list(model.parameters())
+    opt = descent.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 5)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).sum().backward()
+        grads = [p.grad for p in params]
+        before = [(g._version, g.clone()) for g in grads]
+        opt.step()
+        assert all(p.grad is g for p, g in zip(params, grads))
+        assert all(g._version == v and torch.equal(g, c) for g, (v, c) in zip(grads, before))
+    assert len({_storage(p) for p in params}) == 1
+    assert list(model.parameters()) == params
+
+
+def test_zero_grad_keeping_tensors_puts_gradients_in_one_buffer():
     model = _model()
     params = list(model.parameters())
     opt = descent.SGD(model.parameters(), lr=0.1)
     x = torch.randn(4, 5)
     model(x).sum().backward()
     opt.step()
-    assert len({_storage(p) for p in params}) == 1
+    opt.zero_grad(set_to_none=False)  # zeroed views of one flat gradient buffer
     assert len({_storage(p.grad) for p in params}) == 1
-    assert list(model.parameters()) == params
     grad_views = [p.grad for p in params]
+    assert not any(v.any() for v in grad_views)
     opt.zero_grad(set_to_none=False)  # one memset, views kept
-    assert all(p.grad is v and not v.any() for p, v in zip(params, grad_views))
+    assert all(p.grad is v for p, v in zip(params, grad_views))
     model(x).sum().backward()
     once = [p.grad.clone() for p in params]
     model(x).sum().backward()  # no step in between: accumulates into the flat buffer
     for p, view, g1 in zip(params, grad_views, once):
         assert p.grad is view
         torch.testing.assert_close(p.grad, 2 * g1)
+    opt.step()
+    assert all(p.grad is v for p, v in zip(params, grad_views))
 
 
 def test_model_zero_grad_then_backward_is_gathered_and_matches_torch():

@@ -302,10 +302,7 @@ class Builder:
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None
         if self.proc is None and self.queue:
-            batch = [
-                (k, dataclasses.replace(s, chain=portable(s.chain)))
-                for k, s in self.queue.items()
-            ]
+            batch = [(k, dataclasses.replace(s, chain=portable(s.chain))) for k, s in self.queue.items()]
             self.sent.update(self.queue)
             self.queue.clear()
             self.proc = _spawn(pickle.dumps(batch))

@@ -1,22 +1,30 @@
-"""The step: for every param group, every bucket, every run, one kernel call.
+"""The step: for every param group, every bucket, every run, its kernel calls.
 
 A *run* is a maximal range of a bucket's params that have a gradient and share their
 host scalars (``step``, NAdam's ``mu_product``), so they share every number the rule
 needs. In the common case (all grads present, all params started together) a bucket
-is one run: one kernel over the whole flat buffer. A param whose grad is ``None`` ends
-a run, so it does not move and its state does not advance, as in torch.optim.
+is one run. A param whose grad is ``None`` ends a run, so it does not move and its
+state does not advance, as in torch.optim. A run is cut into pieces by where its
+gradients lie (:mod:`.grads`); every piece is one kernel call with the run's numbers.
+
+The engine knows rule chains, param groups (plain dicts with a ``params`` list), the
+state mapping and the gradients, and nothing above them: no optimizer class.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, get_num_threads, set_num_threads
 
 from ..rules.base import Chain
 from .body import nonfinite
+from .bucket import Bucket
+from .grads import Grads, collect, items, piece
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -29,17 +37,38 @@ from .kernels import (
     scalar_tensor,
     warn,
 )
-from .storage import Bucket, plan, real_dtype
+from .layout import plan, real_dtype
+from .state import StateKeeper
+from .tracked import version
 
-if TYPE_CHECKING:
-    from ..optim.base import RuleOptimizer
+#: The chain of a param group, built by the optimizer from its rule.
+ChainFor = Callable[[Mapping[str, Any]], Chain]
 
 
 @dataclass
 class _Group:
+    group: dict
     params: list
-    n: int
+    #: the params the buckets were built for, and the list's mutation count then
+    snapshot: list
+    version: int | None
     buckets: list[Bucket]
+    #: params listed more than once (torch.optim warns, and steps them once per listing):
+    #: (bucket, index) for each extra listing
+    repeats: list[tuple[Bucket, int]]
+
+    def holds(self, group: dict) -> bool:
+        """``group`` is the one the buckets were built for, with the same params."""
+        params = group["params"]
+        if group is not self.group or params is not self.params or len(params) != len(self.snapshot):
+            return False
+        v = version(params)
+        if v is not None and v == self.version:
+            return True
+        if not all(map(operator.is_, params, self.snapshot)):
+            return False
+        self.version = v  # an edit that put every param back
+        return True
 
 
 def _call(fn, args: list[Tensor], n: int) -> bool:
@@ -57,7 +86,45 @@ def _call(fn, args: list[Tensor], n: int) -> bool:
     return not out or not bool(out[0])
 
 
-def _namer(group: dict[str, Any], gi: int):
+@dataclass
+class Run:
+    """Params ``a..c-1`` of a bucket, stepped with one set of numbers in ``items`` pieces.
+    ``again``: a param listed twice in its group, stepped once more; without a published
+    ``step`` (SGD) torch.optim's second listing sees the state as the first one found it,
+    so on the first step it is a first step too."""
+
+    a: int
+    c: int
+    items: list
+    again: bool = False
+
+
+@dataclass
+class Task:
+    """One bucket's share of a step."""
+
+    group: dict
+    chain: Chain
+    b: Bucket
+    gr: Grads | None
+    name: Callable[[Tensor], str]
+    runs: list[Run]
+
+
+def _repeats(params: list, buckets: list[Bucket]) -> list[tuple[Bucket, int]]:
+    if len({id(p) for p in params}) == len(params):
+        return []
+    where = {id(p): (b, i) for b in buckets for i, p in enumerate(b.params)}
+    seen: set[int] = set()
+    out = []
+    for p in params:
+        if id(p) in seen:
+            out.append(where[id(p)])
+        seen.add(id(p))
+    return out
+
+
+def namer(group: dict[str, Any], gi: int) -> Callable[[Tensor], str]:
     def name(p: Tensor) -> str:
         i = next(j for j, q in enumerate(group["params"]) if q is p)
         return f"param {i} of param group {gi} (shape {tuple(p.shape)})"
@@ -66,105 +133,163 @@ def _namer(group: dict[str, Any], gi: int):
 
 
 class Engine:
+    """Runs rule chains over param groups.
+
+    ``chain_for(group)`` gives a group's chain; ``name`` names the optimizer in
+    messages; ``state_step`` publishes a per-param ``step`` in the state, as torch.optim
+    does for every optimizer but plain SGD.
+    """
+
     def __init__(
         self,
-        opt: RuleOptimizer,
+        chain_for: ChainFor,
+        *,
+        name: str = "optimizer",
+        state_step: bool = True,
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
     ):
-        for name, value in (("flat", flat), ("skip_nonfinite", skip_nonfinite)):
+        for key, value in (("flat", flat), ("skip_nonfinite", skip_nonfinite)):
             if not isinstance(value, bool):
-                raise TypeError(f"Invalid {name} setting: {value!r} (expected True or False)")
-        self.opt = opt
+                raise TypeError(f"Invalid {key} setting: {value!r} (expected True or False)")
+        self.chain_for = chain_for
+        self.name = name
         self.flat = flat
         #: skip (and count) a step whose gradients hold an inf or NaN
         self.guard = skip_nonfinite
         self.skipped = 0
         self.compile = compile_mode(compile)
         self.groups: list[_Group | None] = []
-        #: set by load_state_dict: every bucket re-reads ``optimizer.state`` next step
-        self.reload = False
+        self.keeper = StateKeeper(state_step)
         #: times another descent optimizer took params out of this one's buffers
         self.retaken = 0
 
-    def prefetch(self) -> None:
+    @property
+    def reload(self) -> bool:
+        return self.keeper.reload
+
+    @reload.setter
+    def reload(self, value: bool) -> None:
+        """Set by ``load_state_dict``: every bucket re-reads the state at the next step."""
+        self.keeper.reload = value
+
+    def prefetch(self, groups: Sequence[dict]) -> None:
         """Ask now for the kernels the first step will run: a cached one loads (a few ms),
         a missing one starts building while the model runs its first forward pass."""
         if self.compile is False:
             return
         try:
-            self._prefetch()
+            self._prefetch(groups)
         except Exception:  # only a head start: the first step asks again and reports errors
             return
 
-    def _prefetch(self) -> None:
-        for group in self.opt.param_groups:
+    def _prefetch(self, groups: Sequence[dict]) -> None:
+        for group in groups:
             params = [p for p in group["params"] if self.flat or p.numel() >= KERNEL_MIN]
             if not params:
                 continue
-            chain = self.opt.chain(group)
+            chain = self.chain_for(group)
             statics, names, _ = pack(next(fresh_scalars(chain, group)))
             for dtype, device in {(real_dtype(p.dtype), p.device) for p in params}:
                 if device.type != "meta":
                     kernel_for(chain, statics, names, dtype, device, self.guard).ready(False)
 
     # -- the step ------------------------------------------------------------------------
-    def step(self) -> None:
-        opt = self.opt
-        who = type(opt).__name__
+    def step(self, groups: Sequence[dict], state: dict) -> None:
+        """One step of every group, reading and updating ``state`` (``optimizer.state``)."""
+        keeper = self.keeper
+        edited = keeper.edited(state)
         work = []
         # Collect every group's gradients before touching anything, so a bad gradient
-        # (sparse) raises with no param or state changed.
-        for gi, group in enumerate(opt.param_groups):
-            chain = opt.chain(group)
-            entry = self._entry(gi, group, chain)
-            work.append((group, chain, entry, [b.collect(who, _namer(group, gi)) for b in entry.buckets]))
-        self.reload = False
-        plans = [
-            (group, chain, b, b.runs(has, chain.host))
-            for group, chain, entry, hass in work
-            for b, has in zip(entry.buckets, hass)
-        ]
+        # (sparse, of another shape) raises with no param or state changed.
+        for gi, group in enumerate(groups):
+            chain = self.chain_for(group)
+            entry = self._entry(gi, group, chain, state)
+            name = namer(group, gi)
+            work.append((group, chain, entry, [self._collect(b, name) for b in entry.buckets], name))
+        if edited:
+            keeper.absorb(state, [(g, c, e.buckets) for g, c, e, _, _ in work])
+        keeper.reload = False
+        tasks = [task for w in work for task in self._tasks(*w)]
         inside = False
         if self.guard:
-            # skip_nonfinite: a step of one run checks its gradient inside its kernel; with
-            # several runs every gradient is checked (one reduction each) before any write.
-            spread = any(b.sharded for _, _, b, _ in plans)
-            inside = not spread and sum(len(runs) for *_, runs in plans) == 1
-            if not inside and not self._all_finite(plans, spread):
+            # skip_nonfinite: a step of one piece checks its gradient inside its kernel; with
+            # several, every gradient is checked (one reduction a piece) before any write.
+            spread = any(t.b.sharded for t in tasks)
+            inside = not spread and sum(len(r.items) for t in tasks for r in t.runs) == 1
+            if not inside and not self._all_finite(tasks, spread):
                 self.skipped += 1
+                keeper.settle(state, [t.b for t in tasks])
                 return
-        for group, chain, b, runs in plans:
-            self._step_bucket(b, chain, group, runs, inside)
+        for task in tasks:
+            self._step_bucket(task, inside, state)
+        keeper.settle(state, [t.b for t in tasks])
 
-    def _step_bucket(
-        self, b: Bucket, chain: Chain, group: dict[str, Any], runs: list[tuple[int, int]], guard: bool
-    ) -> None:
-        run = self._guarded_run if guard else self._run
-        for a, c in runs:
-            if not run(b, chain, group, a, c):
+    def _tasks(self, group, chain, entry, grads, name) -> list[Task]:
+        out = []
+        for b, gr in zip(entry.buckets, grads):
+            if b.host_edited():  # a step edited in place: runs and cached counts are stale
+                b.uniform, b.t = False, None
+            runs = b.runs(gr.has if gr is not None else None, chain.host)
+            pieces = [Run(a, c, self._items(b, a, c, gr)) for a, c in runs]
+            out.append(Task(group, chain, b, gr, name, pieces))
+        by_bucket = {id(t.b): t.gr for t in out}
+        for b, i in entry.repeats:  # once more for each extra listing, after the first pass
+            gr = by_bucket[id(b)]
+            if gr is None or gr.has is None or gr.has[i]:
+                again = Run(i, i + 1, self._items(b, i, i + 1, gr), again=True)
+                out.append(Task(group, chain, b, gr, name, [again]))
+        return out
+
+    def _collect(self, b: Bucket, name: Callable[[Tensor], str]) -> Grads | None:
+        if b.sharded:
+            grads = [p.grad for p in b.params]
+            return Grads(None if None not in grads else [g is not None for g in grads], grads)
+        return collect(b, self.name, name)
+
+    def _items(self, b: Bucket, a: int, c: int, gr: Grads | None) -> list:
+        if b.sharded:
+            return [("shards", a, c)]
+        if not b.flat:
+            return [("single",)]
+        return items(b, a, c, gr)
+
+    def _pieces(self, task: Task, run: Run, names: Sequence[str]):
+        """The 1-D tensors of each piece, made one at a time (staged gradients share a
+        buffer, so a piece is made just before its kernel runs)."""
+        b = task.b
+        for item in run.items:
+            kind = item[0]
+            if kind == "shards":
+                yield from b.shards(item[1], item[2], names)
+            elif kind == "single":
+                yield b.single(names)
+            else:
+                yield piece(b, item, names, task.gr)
+
+    def _step_bucket(self, task: Task, guard: bool, state: dict) -> None:
+        b = task.b
+        step = self._guarded_run if guard else self._run
+        for run in task.runs:
+            if not step(task, run):
                 self.skipped += 1
                 return
-        b.uniform = runs == [(0, len(b.params))]
+        b.uniform = [(r.a, r.c) for r in task.runs] == [(0, len(b.params))]
         if 0 in b.exposed:
-            for a, c in runs:
-                for i in range(a, c):
+            for r in task.runs:
+                for i in range(r.a, r.c):
                     if not b.exposed[i]:
-                        self._expose(b, chain, i)
+                        self.keeper.expose(state, b, task.chain, i)
 
-    @staticmethod
-    def _all_finite(plans: list, spread: bool) -> bool:
-        """Every gradient of the step is finite: one flag per run (per shard) kept on the
-        device, one host read for the whole step."""
+    def _all_finite(self, tasks: list[Task], spread: bool) -> bool:
+        """Every gradient of the step is finite: one flag per piece kept on the device, one
+        host read for the whole step."""
+        # each flag as its piece is made: staged pieces share one buffer
         flags = [
-            nonfinite(g)
-            for _, _, b, runs in plans
-            for a, c in runs
-            for _, g, _ in (b.pieces(a, c, ()) if b.sharded else [b.tensors(a, c, ())])
-            if g.numel()
+            nonfinite(g) for t in tasks for r in t.runs for _, g, _ in self._pieces(t, r, ()) if g.numel()
         ]
-        device = next(b.device for _, _, b, _ in plans)
+        device = tasks[0].b.device
         bad = torch.stack([f.to(device) for f in flags]).any() if flags else torch.zeros((), dtype=torch.bool)
         if spread:  # sharded params: every rank must take the same decision
             import torch.distributed as dist
@@ -175,28 +300,30 @@ class Engine:
                 bad = flag[0] > 0
         return not bool(bad)
 
-    def _guarded_run(self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int) -> bool:
+    def _guarded_run(self, task: Task, run: Run) -> bool:
         """:meth:`_run` that leaves params, state and step counts as they were when the
         gradient holds an inf or NaN; False when it did."""
+        b = task.b
         saved = [t.clone() for t in b.host.values()], b.t
-        if self._run(b, chain, group, a, c, guard=True):
+        if self._run(task, run, guard=True):
             return True
         for t, old in zip(b.host.values(), saved[0]):
             t.copy_(old)
         b.t = saved[1]
         return False
 
-    def _run(
-        self, b: Bucket, chain: Chain, group: dict[str, Any], a: int, c: int, guard: bool = False
-    ) -> bool:
-        """One kernel call (or eager pass) over params ``a..c-1``. With ``guard`` it
-        writes nothing when the gradient is not finite, and returns False then."""
-        whole = a == 0 and c == len(b.params)
-        host = {k: (b.host[k] if whole else b.host[k][a:c]) for k in chain.host}
+    def _run(self, task: Task, run: Run, guard: bool = False) -> bool:
+        """The kernel calls (or eager passes) over one run. With ``guard`` (a run of one
+        piece) it writes nothing when the gradient is not finite, and returns False then."""
+        b, chain, group = task.b, task.chain, task.group
+        whole = run.a == 0 and run.c == len(b.params)
+        host = {k: (b.host[k] if whole else b.host[k][run.a : run.c]) for k in chain.host}
         steps = host["step"]
         # A run's params share their host scalars: after a whole-bucket run the bucket
         # keeps its step as a number (fill_ costs a third of += on a host tensor).
-        if whole and b.t is not None:
+        if run.again and not self.keeper.state_step:
+            t = steps[0].item()
+        elif whole and b.t is not None:
             t = b.t + 1
             steps.fill_(t)
         else:
@@ -208,20 +335,19 @@ class Engine:
         else:
             chain.advance(group, t, host)
             values = {k: v[0].item() for k, v in host.items()}
-        pieces = b.pieces(a, c, chain.state) if b.sharded else [b.tensors(a, c, chain.state)]
-        if not pieces or pieces[0][0].numel() == 0:
-            return True
         statics, names, numbers = pack(chain.scalars(group, t, values))
-        first = pieces[0][0]
-        scal = scalar_tensor(numbers, first)
-        kern = None
-        if self.compile is not False:  # one lookup per run; the pieces share dtype and device
-            kern = b.kernels.get((chain, statics, names, guard))
-            if kern is None:
-                kern = kernel_for(chain, statics, names, first.dtype, first.device, guard)
-                b.kernels[(chain, statics, names, guard)] = kern
-        for p, g, bufs in pieces:  # several only for sharded params: one per local shard
+        scal = kern = None
+        for p, g, bufs in self._pieces(task, run, chain.state):
             n = p.numel()
+            if n == 0:
+                continue
+            if scal is None:  # the pieces share dtype and device: one lookup per run
+                scal = scalar_tensor(numbers, p)
+                if self.compile is not False:
+                    kern = b.kernels.get((chain, statics, names, guard))
+                    if kern is None:
+                        kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
+                        b.kernels[(chain, statics, names, guard)] = kern
             wait = True if self.compile is True else None
             if kern is not None and p.dim() == 1 and n >= KERNEL_MIN and kern.ready(wait):
                 if not _call(kern.fn, [p, g, scal, *bufs], n):
@@ -232,29 +358,29 @@ class Engine:
             run_eager(chain, statics, names, scal, p, g, bufs)
         return True
 
-    # -- buckets and state ---------------------------------------------------------------
-    def _entry(self, gi: int, group: dict[str, Any], chain: Chain) -> _Group:
+    # -- buckets -------------------------------------------------------------------------
+    def _entry(self, gi: int, group: dict, chain: Chain, state: dict) -> _Group:
         while len(self.groups) <= gi:
             self.groups.append(None)
         entry = self.groups[gi]
         params = group["params"]
         fresh = (
             entry is None
-            or entry.params is not params
-            or entry.n != len(params)
+            or not entry.holds(group)
             or not all(b.intact() for b in entry.buckets)
             or any(b.retiled() for b in entry.buckets)
         )
         if fresh:
             if entry is not None and any(b.taken() for b in entry.buckets):
                 self._taken()
-            buckets = [Bucket(ps, f, tiled, sh) for ps, f, tiled, sh in plan(params, self.flat)]
-            entry = _Group(params, len(params), buckets)
+            unique = list({id(p): p for p in params}.values())
+            buckets = [Bucket(ps, f, tiled, sh) for ps, f, tiled, sh in plan(unique, self.flat)]
+            entry = _Group(group, params, list(params), version(params), buckets, _repeats(params, buckets))
             self.groups[gi] = entry
         for b in entry.buckets:
-            grown = self._prepare(b, chain, group)
-            if fresh or self.reload or (grown and 1 in b.exposed):
-                self._adopt(b, chain)
+            grown = self.keeper.prepare(b, chain, group)
+            if fresh or self.keeper.reload or (grown and 1 in b.exposed):
+                self.keeper.adopt(state, b, chain, group, fresh=fresh)
         return entry
 
     def _taken(self) -> None:
@@ -263,78 +389,31 @@ class Engine:
         self.retaken += 1
         if self.retaken == 3:
             warn(
-                f"descent: another optimizer keeps taking this {type(self.opt).__name__}'s params "
+                f"descent: another optimizer keeps taking this {self.name}'s params "
                 "into its own flat buffer, so each step moves them back (a full copy; the numbers "
                 "stay right). Step the params with one optimizer, or pass flat=False to one of them."
             )
 
-    def _prepare(self, b: Bucket, chain: Chain, group: dict[str, Any]) -> bool:
-        """Allocate the buffers ``chain`` needs that ``b`` lacks (the first step, or a
-        flag such as ``amsgrad`` switched on); True when it allocated any."""
-        grown = False
-        for name in chain.host:
-            if name not in b.host:
-                b.allocate_host(name, chain.host_init(name))
-                grown = True
-        for name in chain.state:
-            if name not in b.state:
-                b.allocate(name, chain.fill(name, group))
-                grown = True
-        return grown
-
-    def _adopt(self, b: Bucket, chain: Chain) -> None:
-        """Take over whatever ``optimizer.state`` holds for ``b``'s params (a loaded
-        checkpoint, AdaGrad's initial state, a buffer new to the chain): copy it into
-        the buffers and leave views in its place."""
-        state = self.opt.state
-        for i, p in enumerate(b.params):
-            st = state.get(p)
-            if not st:
-                for k in chain.host:
-                    b.host[k][i] = chain.host_init(k)
-                b.exposed[i] = 0
-                continue
-            step = st.get("step")
-            started = any(isinstance(st.get(k), Tensor) for k in chain.state)
-            b.host["step"][i] = float(step) if step is not None else float(started)
-            for k in chain.host[1:]:
-                if st.get(k) is not None:
-                    b.host[k][i] = float(st[k])
-            for name in chain.state:
-                old = st.get(name)
-                if isinstance(old, Tensor):
-                    b.state_view(name, i).copy_(old)
-            self._expose(b, chain, i)
-        b.uniform = False
-        b.t = None
-
-    def _expose(self, b: Bucket, chain: Chain, i: int) -> None:
-        """Publish param ``i``'s state in ``optimizer.state`` as views of the buffers."""
-        entries: dict[str, Tensor] = {}
-        if self.opt.state_step:
-            entries["step"] = b.host["step"][i]
-        for k in chain.host[1:]:
-            entries[k] = b.host[k][i]
-        for name in chain.state:
-            entries[name] = b.state_view(name, i)
-        if entries:
-            self.opt.state[b.params[i]].update(entries)
-        b.exposed[i] = 1
-
     # -- gradients -----------------------------------------------------------------------
-    def zero_grads_in_place(self) -> bool:
-        """Zero every flat gradient buffer in one op each; True when that covered every
-        param (all grads are views), so nothing is left to zero one by one."""
-        buckets = [b for e in self.groups if e for b in e.buckets]
-        if not buckets or not all(b.grads_in_place() for b in buckets):
+    def hold_grads(self, groups: Sequence[dict]) -> bool:
+        """``zero_grad(set_to_none=False)``: zero every flat bucket's gradients as one
+        buffer (backward then accumulates into it and the step reads it in one pass);
+        True when that covered every param, so nothing is left to zero one by one."""
+        entries = [e for e in self.groups if e]
+        buckets = [b for e in entries for b in e.buckets]
+        if not buckets or not all(b.flat for b in buckets):
             return False
-        if sum(len(e.params) for e in self.groups if e) != sum(
-            len(g["params"]) for g in self.opt.param_groups
-        ):
+        if len(entries) != len(groups) or any(e.group is not g for e, g in zip(entries, groups)):
             return False
         for b in buckets:
-            if b.own_grads:
-                b.G.zero_()
-            else:  # the shared buffer holds other params' gradients too
+            if b.tiled:
+                if not b.grads_in_place():
+                    return False
+            elif not b.intact():
+                return False
+        for b in buckets:
+            if b.tiled:  # the shared buffer may hold other params' gradients too
                 torch._foreach_zero_(b.gviews)
+            else:
+                b.hold_grads()
         return True

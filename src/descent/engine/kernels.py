@@ -31,7 +31,7 @@ from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, nonfinite, options, unpack
-from .storage import scalar_dtype
+from .layout import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
 #: bounded instead of proportional to the parameter count. Not smaller: every eager op is
@@ -255,6 +255,7 @@ def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
     code = kernel.__code__.replace(co_name=name)
     fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
     compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=options())
+
     def run(args: list[Tensor]) -> list[Tensor]:
         out = compiled(*args)
         return [] if out is None else [out]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..engine.kernels import warn
-from ..engine.storage import scalar_dtype
+from ..engine.layout import scalar_dtype
 from ..rules import SumOfSquares
 from ..rules.base import Fixed
 from .base import RuleOptimizer

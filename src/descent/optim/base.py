@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
-from ..engine import Engine
+from ..engine import Engine, tracked_list, tracked_state
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -71,9 +71,19 @@ class RuleOptimizer(Optimizer):
         self._chains: dict[tuple, Chain] = {}
         #: per param group (by id): its flag values last seen and their chain
         self._last_chain: dict[int, tuple[tuple, Chain]] = {}
-        self._engine = Engine(self, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        self._engine = Engine(
+            self.chain,
+            name=type(self).__name__,
+            state_step=self.state_step,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+        )
         super().__init__(params, defaults)
-        self._engine.prefetch()
+        # A mapping that counts its own mutations: the engine notices an edit between
+        # steps by comparing one number (see descent.engine.state).
+        self.state = tracked_state(self.state)
+        self._engine.prefetch(self.param_groups)
 
     @property
     def skipped_steps(self) -> int:
@@ -146,7 +156,7 @@ class RuleOptimizer(Optimizer):
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
-            self._engine.step()
+            self._engine.step(self.param_groups, self.state)
         finally:
             torch._C._set_grad_enabled(grad)
         return loss
@@ -160,27 +170,50 @@ class RuleOptimizer(Optimizer):
         validate(given, self.checks)
         self._validate({**self.defaults, **given})
         _unwrapped("add_param_group")(self, param_group)
+        group = self.param_groups[-1]
+        group["params"] = tracked_list(group["params"])  # edits of the list are noticed
+
+    def state_dict(self) -> dict[str, Any]:
+        out = _unwrapped("state_dict")(self)
+        # plain dicts, as torch.optim's: loadable with torch.load(weights_only=True)
+        out["state"] = {k: dict(v) if isinstance(v, dict) else v for k, v in out["state"].items()}
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        self.state = tracked_state(self.state)  # torch.optim built a new mapping, which only it held
         self._engine.reload = True
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        options = state.pop("_engine_options", {})
         super().__setstate__(state)
+        self.state = tracked_state(self.state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            group["params"] = tracked_list(group["params"])
+        if "_engine" not in self.__dict__:  # a copy or an unpickled optimizer: an engine of its own
+            self._engine = Engine(self.chain, name=type(self).__name__, state_step=self.state_step, **options)
+            self._chains, self._last_chain = {}, {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        out = super().__getstate__()
+        e = self._engine
+        out["_engine_options"] = {"flat": e.flat, "compile": e.compile, "skip_nonfinite": e.guard}
+        return out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset gradients as torch.optim does.
 
         ``set_to_none=True`` (the default) sets every ``p.grad`` to ``None``: a param
         that the next backward does not reach keeps ``None`` and does not move, and the
-        step gathers the fresh gradients into the flat buffer once.
-        ``set_to_none=False`` zeroes the flat gradient buffer in one op and keeps the
-        views: the fastest loop.
+        step reads the gradients backward makes where they lie.
+        ``set_to_none=False`` gives the params that have a gradient zeroed views of one
+        flat gradient buffer (the first time; later calls zero it in one op): backward
+        accumulates into it and the step reads it in one pass.
         """
-        if set_to_none or not self._engine.zero_grads_in_place():
+        if set_to_none or not self._engine.hold_grads(self.param_groups):
             _unwrapped("zero_grad")(self, set_to_none=set_to_none)
 
 

@@ -108,5 +108,5 @@ class LookaheadNesterov(RuleOptimizer):
             # Back to w_t: params the closure gave no gradient (they do not step), and in
             # the other forms every param (their rules step from w_t).
             self._shift(-1.0, only_without_grad=True)
-            self._engine.step()
+            self._engine.step(self.param_groups, self.state)
         return loss

@@ -1,0 +1,314 @@
+"""A bucket: the params of one (group, device, dtype) and their state in flat buffers.
+
+Each ``nn.Parameter`` stays the same Python object; its ``.data`` becomes a view of the
+bucket's param buffer. State buffers are flat too, and ``optimizer.state[p]`` holds
+views of them. Gradients stay where autograd (or the user) put them; see
+:mod:`.grads` for how a step reads them. A param that cannot be re-homed (sparse,
+overlapping, or memory something else can reach) gets a bucket of its own that runs the
+same rule on the tensor itself; the DTensors of a group (FSDP2) share a sharded bucket.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .layout import align, dense, dtensor_type, flat1d, home, homed, scalar_dtype, staggered, tile, window
+
+_grad = operator.attrgetter("grad")
+_eq = operator.eq
+_data_ptr = Tensor.data_ptr
+
+
+class Bucket:
+    """Storage and per-tensor bookkeeping for params of one device and dtype."""
+
+    def __init__(self, params: list[Tensor], flat: bool, tiled: bool = False, sharded: bool = False):
+        """``tiled``: every param's gradient is a window of one shared buffer (see
+        :func:`.layout.plan`); the param buffer mirrors that layout and the step reads the
+        gradients in place, with no copy and ``p.grad`` left as it is.
+        ``sharded``: DTensors laid out alike (FSDP2's shards of one group); their state
+        lives in flat buffers of this rank's shards, exposed as DTensors like torch.optim's,
+        and the step is one kernel per local shard with the numbers computed once."""
+        if tiled:
+            params = sorted(params, key=lambda p: p.grad.storage_offset())
+        self.params = params
+        self.flat = flat
+        self.tiled = tiled
+        self.sharded = sharded
+        self.device = params[0].device
+        self.dtype = params[0].dtype
+        n = len(params)
+        self.numels = [p.numel() for p in params]
+        self.shapes = [p.shape for p in params]
+        self.state: dict[str, Tensor] = {}
+        self.host: dict[str, Tensor] = {}
+        #: the ``_version`` of each host buffer after descent last wrote it: an in-place
+        #: edit of an exposed ``step`` (a view of it) shows as a newer version
+        self.host_versions: dict[str, int] = {}
+        self.exposed = bytearray(n)
+        #: per param: the ``optimizer.state`` entry and the tensors descent last put there
+        self.published: list[tuple[dict, dict] | None] = [None] * n
+        #: every param has the same host scalars (so the bucket runs as one)
+        self.uniform = False
+        #: the step count after the last whole-bucket run (None: read it from ``host``)
+        self.t: float | None = None
+        self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor | None, list[Tensor]]] = {}
+        self._views: dict[tuple[str, int], Tensor] = {}
+        #: kernels by (chain, statics, names, guard), so a step finds its kernel without hashing
+        self.kernels: dict = {}
+        #: how the step reads fresh gradients, by run (see :mod:`.grads`)
+        self.plans: dict = {}
+        self.staging: Tensor | None = None
+        self.G: Tensor | None = None
+        self.gviews: list[Tensor] = []
+        self.gptrs: list[int] = []
+        if sharded:
+            self._init_sharded()
+        if not flat:
+            return
+        kw = {"dtype": self.dtype, "device": self.device}
+        if tiled:
+            base = params[0].grad.storage_offset()
+            self.starts = [p.grad.storage_offset() - base for p in params]
+            end = self.starts[-1] + params[-1].numel()
+            G = params[0].grad.new_empty(0).set_(params[0].grad.untyped_storage(), base, (end,), (1,))
+        else:
+            self.starts = []
+            end = 0
+            for p in params:
+                self.starts.append(end)
+                end = align(end + p.numel())
+        self.size = end
+        self.ends = [a + p.numel() for a, p in zip(self.starts, params)]
+        self.P = staggered(end, 0, 0.0, **kw)
+        for i, p in enumerate(params):
+            v = self.view(self.P, i)
+            v.copy_(p.detach())
+            p.data = v
+            home(p, self.P)
+        self.ptrs = [p.data_ptr() for p in params]
+        if tiled:
+            self._use_grads(G, [p.grad for p in params])
+
+    def _init_sharded(self) -> None:
+        self.locals = [p.to_local() for p in self.params]
+        #: per param: the local shard last seen and its 1-D window (None: not dense)
+        self._seen: list[tuple[Tensor, Tensor | None] | None] = [None] * len(self.params)
+        self.starts = []
+        end = 0
+        for loc in self.locals:
+            self.starts.append(end)
+            end = align(end + loc.numel())
+        self.size = end
+        self.device = self.locals[0].device
+        #: each state buffer's 1-D window per param
+        self.windows: dict[str, list[Tensor]] = {}
+
+    # -- views ---------------------------------------------------------------------------
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        p = self.params[i]
+        return flat.as_strided(p.shape, p.stride(), flat.storage_offset() + self.starts[i])
+
+    def state_view(self, name: str, i: int) -> Tensor:
+        """Param ``i``'s ``name`` state as torch.optim shapes it (one object per buffer)."""
+        key = (name, i)
+        v = self._views.get(key)
+        if v is None:
+            if self.sharded:
+                v = self._sharded_view(name, i)
+            else:
+                v = self.view(self.state[name], i) if self.flat else self.state[name]
+            self._views[key] = v
+        return v
+
+    def pwindow(self, i: int) -> Tensor:
+        """Param ``i`` as a 1-D window over its memory in the param buffer."""
+        return self._window("", i)
+
+    def swindow(self, name: str, i: int) -> Tensor:
+        """Param ``i``'s ``name`` state as a 1-D window, element for element with :meth:`pwindow`."""
+        return self._window(name, i)
+
+    def _window(self, name: str, i: int) -> Tensor:
+        key = ("/" + name, i)
+        w = self._views.get(key)
+        if w is None:
+            buf = self.state[name] if name else self.P
+            w = self._views[key] = window(buf, self.starts[i], self.ends[i])
+        return w
+
+    def _sharded_view(self, name: str, i: int) -> Tensor:
+        p, loc, buf = self.params[i], self.locals[i], self.state[name]
+        stride = loc.stride() if dense(loc) else torch.empty(loc.shape, device="meta").stride()
+        local = buf.as_strided(loc.shape, stride, buf.storage_offset() + self.starts[i])
+        return dtensor_type().from_local(
+            local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+        )
+
+    def shards(self, a: int, b: int, names: Sequence[str]) -> list[tuple[Tensor, Tensor, list[Tensor]]]:
+        """Sharded buckets: what the kernel updates for each param of ``a..b-1``, as 1-D
+        runs over this rank's shards where param, grad and state are laid out alike."""
+        out = []
+        dt = dtensor_type()
+        for i in range(a, b):
+            p = self.params[i]
+            loc, g = p._local_tensor, p.grad
+            seen = self._seen[i]
+            if seen is None or seen[0] is not loc:  # first use, or the owner swapped the shard
+                self.locals[i] = loc
+                seen = self._seen[i] = (loc, window(loc, 0, loc.numel()) if dense(loc) else None)
+            if not loc.numel():
+                continue
+            gl = g._local_tensor if type(g) is dt and g._spec.placements == p._spec.placements else None
+            alike = gl is not None and (gl.stride(), gl.dtype) == (loc.stride(), loc.dtype)
+            if seen[1] is not None and alike:
+                out.append((seen[1], window(gl, 0, gl.numel()), [self.windows[k][i] for k in names]))
+            else:  # laid out differently: the rule over the DTensors themselves
+                out.append((p.data, g, [self.state_view(k, i) for k in names]))
+        return out
+
+    def intact(self) -> bool:
+        """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
+        if self.sharded:  # the shards stay the owner's; shards() follows a swapped one
+            return True
+        return not self.flat or all(map(_eq, map(_data_ptr, self.params), self.ptrs))
+
+    def retiled(self) -> bool:
+        """The gradients now live in a shared buffer this bucket does not mirror (DDP
+        rebuilt its buckets, or was wrapped around the model after the first step): worth a
+        new layout, where reading them one by one every step would cost far more."""
+        if not self.flat or not self.params:
+            return False
+        g = self.params[0].grad
+        if g is None or (self.gviews and (g is self.gviews[0] or g.data_ptr() == self.gptrs[0])):
+            return False
+        shared = tile(self.params[0])
+        if shared is None or (self.G is not None and shared == self.G.untyped_storage().data_ptr()):
+            return False
+        return all(tile(p) is not None for p in self.params)
+
+    def taken(self) -> bool:
+        """Some param left this buffer for another descent buffer."""
+        own = self.P.untyped_storage().data_ptr() if self.flat else None
+        return self.flat and any(homed(p) and p.untyped_storage().data_ptr() != own for p in self.params)
+
+    # -- gradients kept in a flat buffer -------------------------------------------------
+    def _use_grads(self, G: Tensor, views: list[Tensor]) -> None:
+        self.G = G
+        self.gviews = views
+        self.gptrs = [v.data_ptr() for v in views]
+        self._whole.clear()
+
+    def hold_grads(self) -> None:
+        """Give every param that has a gradient a zeroed view of one flat gradient buffer
+        as its ``.grad`` (``zero_grad(set_to_none=False)``): backward then accumulates
+        into the buffer and the step reads it in one pass."""
+        if self.G is None:
+            G = staggered(self.size, 1, 0.0, dtype=self.dtype, device=self.device)
+            self._use_grads(G, [self.view(G, i) for i in range(len(self.params))])
+        else:
+            self.G.zero_()
+        for p, v in zip(self.params, self.gviews):
+            if p.grad is not None and p.grad is not v:
+                p.grad = v
+
+    def release_grads(self) -> None:
+        """Drop the flat gradient buffer once no gradient lives in it any more."""
+        if self.G is not None and not self.tiled:
+            self._use_grads(None, [])  # type: ignore[arg-type]
+
+    def grads_in_place(self) -> bool:
+        """Every ``p.grad`` starts where its view of the gradient buffer does. The memory
+        is what counts, not the object: ``p.grad.data = …`` and ``p.grad.set_(…)`` keep
+        the object and move the memory; DDP's new view of its bucket is a new object over
+        the same memory."""
+        if not self.flat or self.G is None:
+            return False
+        try:
+            return all(map(_eq, map(_data_ptr, map(_grad, self.params)), self.gptrs))
+        except (TypeError, RuntimeError):  # a grad is None, or sparse (no data pointer)
+            return False
+
+    # -- buffers -------------------------------------------------------------------------
+    def allocate(self, name: str, fill: float) -> Tensor:
+        if self.dtype.is_complex:
+            fill = complex(fill, fill)
+        if self.flat or self.sharded:
+            buf = staggered(self.size, 2 + len(self.state), fill, dtype=self.dtype, device=self.device)
+        else:
+            buf = torch.full_like(self.params[0], fill, memory_format=torch.preserve_format)
+        self.set_state(name, buf)
+        return buf
+
+    def set_state(self, name: str, buf: Tensor) -> None:
+        self.state[name] = buf
+        self._whole.clear()
+        self.plans.clear()
+        self._views = {k: v for k, v in self._views.items() if k[0] not in (name, "/" + name)}
+        if self.sharded:
+            self.windows[name] = [window(buf, a, a + loc.numel()) for a, loc in zip(self.starts, self.locals)]
+
+    def allocate_host(self, name: str, value: float) -> Tensor:
+        buf = torch.full((len(self.params),), value, dtype=scalar_dtype())
+        self.host[name] = buf
+        self.host_versions[name] = buf._version
+        self.t = None
+        return buf
+
+    def host_edited(self) -> bool:
+        """A host scalar (``step`` …) was written through ``optimizer.state`` since the
+        last step: a view of the buffer edited in place (``state[p]["step"] += 1``)."""
+        versions = self.host_versions
+        return any(buf._version != versions[k] for k, buf in self.host.items())
+
+    def host_written(self) -> None:
+        """Record the host buffers' versions after descent's own writes."""
+        for k, buf in self.host.items():
+            self.host_versions[k] = buf._version
+
+    # -- runs ----------------------------------------------------------------------------
+    def runs(self, has: list[bool] | None, names: Sequence[str]) -> list[tuple[int, int]]:
+        """Maximal ranges of params that have grads and equal host scalars (step …)."""
+        n = len(self.params)
+        if has is None and self.uniform:
+            return [(0, n)]
+        columns = [self.host[k].tolist() for k in names]
+        keys = list(zip(*columns))
+        runs: list[tuple[int, int]] = []
+        start = None
+        for i in range(n + 1):
+            ok = i < n and (has is None or has[i])
+            if start is not None and (not ok or keys[i] != keys[start]):
+                runs.append((start, i))
+                start = None
+            if ok and start is None:
+                start = i
+        return runs
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Flat element range of params ``a..b-1`` (padding included, aligned)."""
+        return self.starts[a], min(align(self.ends[b - 1]), self.size)
+
+    def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """Param buffer, gradient buffer (None without one) and state buffers (in ``names``
+        order) over params ``a..b-1``, as 1-D windows."""
+        whole = a == 0 and b == len(self.params)
+        if whole:
+            out = self._whole.get(tuple(names))
+            if out is not None:
+                return out
+        lo, hi = (0, self.size) if whole else self.span(a, b)
+        G = None if self.G is None else window(self.G, lo, hi)
+        out = window(self.P, lo, hi), G, [window(self.state[k], lo, hi) for k in names]
+        if whole:
+            self._whole[tuple(names)] = out
+        return out
+
+    def single(self, names: Sequence[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """A bucket of one param that keeps its storage: its tensors, 1-D where alike."""
+        p = self.params[0]
+        return flat1d(p.data, p.grad, [self.state[k] for k in names])

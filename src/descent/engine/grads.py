@@ -1,0 +1,207 @@
+"""How a step reads a flat bucket's gradients: where autograd left them.
+
+After ``zero_grad()`` (torch's default, ``set_to_none=True``) every backward hands the
+optimizer new gradient tensors. Copying them into one flat buffer would read and write
+every gradient once more and keep a gradient-sized buffer beside them; instead a run of
+params is cut into *pieces*, each one kernel call over 1-D windows of the same length:
+
+- ``span``: gradients that live in a flat buffer laid out like the params (DDP's bucket
+  views, or ``zero_grad(set_to_none=False)``): one call over the whole range, no copy;
+- ``one``: a large gradient read where it lies (one call costs far less than copying
+  it);
+- ``chunk``: consecutive small gradients copied into a small staging buffer laid out as
+  their params are (it stays in cache), then one call over the range.
+
+``p.grad`` is never rebound or written. The pieces of a run share every number of the
+step, so cutting a run changes no bit of the result.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .bucket import Bucket
+from .layout import dense, staggered, window
+
+#: A gradient at least this long is read where it lies; shorter ones are staged.
+LARGE = 1 << 16
+
+#: Elements of the staging buffer (a chunk of small gradients): 1 MiB of float32, which
+#: stays in the L2 cache of the core that copies and reads it.
+STAGE = 1 << 18
+
+_grad = operator.attrgetter("grad")
+_shape = operator.attrgetter("shape")
+_data_ptr = Tensor.data_ptr
+
+#: A piece of a run: what one kernel call reads (see the module's docstring).
+Item = tuple
+
+
+@dataclass
+class Grads:
+    """A flat bucket's gradients at one step."""
+
+    #: which params have a gradient (None: all)
+    has: list[bool] | None
+    #: each param's ``.grad`` (None when every one is in the flat gradient buffer)
+    grads: list[Tensor | None] | None
+    #: per param, whether its gradient is its view of the flat gradient buffer
+    #: (None: none is, or all are when ``grads`` is None)
+    held: list[bool] | None = None
+
+
+def check_grad(who: str, where: str, p: Tensor, g: Tensor) -> None:
+    if g.layout != torch.strided:
+        raise RuntimeError(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
+    pairs = (("shape", p.shape, g.shape), ("dtype", p.dtype, g.dtype), ("device", p.device, g.device))
+    for what, want, got in pairs:
+        if want != got:
+            raise RuntimeError(
+                f"{who}: the gradient of {where} has {what} {_fmt(got)} but the param has {_fmt(want)}; "
+                "nothing was updated"
+            )
+
+
+def _fmt(v: object) -> str:
+    return str(tuple(v)) if isinstance(v, torch.Size) else str(v)
+
+
+Namer = Callable[[Tensor], str]
+
+
+def _check_all(who: str, name: Namer, given: Sequence[Tensor], mine: Sequence[Tensor]) -> None:
+    for g, p in zip(given, mine):
+        check_grad(who, name(p), p, g)
+
+
+def collect(b: Bucket, who: str, name: Namer) -> Grads:
+    """Which params have a gradient, and where each lies. Raises, naming the param,
+    before anything is written when a gradient is sparse or of another shape, dtype or
+    device."""
+    if b.grads_in_place():
+        return Grads(None, None)
+    params = b.params
+    grads = list(map(_grad, params))
+    if None in grads:
+        has = [g is not None for g in grads]
+        idx = [i for i, h in enumerate(has) if h]
+        given, mine, shapes = [grads[i] for i in idx], [params[i] for i in idx], [b.shapes[i] for i in idx]
+    else:
+        has, given, mine, shapes = None, grads, params, b.shapes
+    # The bucket's params share one dtype and device: one set of (dtype, device, layout)
+    # and the shapes catch every wrong gradient, before anything is written.
+    kinds = {(g.dtype, g.device, g.layout) for g in given}
+    if kinds - {(b.dtype, b.device, torch.strided)} or list(map(_shape, given)) != shapes:
+        _check_all(who, name, given, mine)
+    if not b.flat:
+        return Grads(has, grads)
+    held = None
+    if b.G is not None:
+        ptrs = b.gptrs
+        held = [g is not None and g.data_ptr() == ptrs[i] for i, g in enumerate(grads)]
+        if True in held:
+            # the same memory under a new tensor object (DDP's new view of its bucket) is
+            # read as a view only when laid out like the param
+            for i, g in enumerate(grads):
+                if held[i] and g is not b.gviews[i] and g.stride() != params[i].stride():
+                    held[i] = False
+        else:
+            held = None
+            b.release_grads()
+    return Grads(has, grads, held)
+
+
+def items(b: Bucket, a: int, c: int, gr: Grads) -> list[Item]:
+    """The pieces of run ``a..c-1`` of a flat bucket."""
+    if gr.grads is None:
+        return [("span", a, c)]
+    if gr.held is None:
+        key = (a, c)
+        plan = b.plans.get(key)
+        if plan is None:
+            plan = b.plans[key] = _fresh(b, a, c)
+        return plan
+    out: list[Item] = []
+    i = a
+    while i < c:  # alternate stretches of held and fresh gradients
+        j = i
+        while j < c and gr.held[j] == gr.held[i]:
+            j += 1
+        out += [("span", i, j)] if gr.held[i] else _fresh(b, i, j)
+        i = j
+    return out
+
+
+def _fresh(b: Bucket, a: int, c: int) -> list[Item]:
+    """Pieces of ``a..c-1`` when every gradient there is a tensor of its own."""
+    out: list[Item] = []
+    i = a
+    while i < c:
+        if b.numels[i] >= LARGE:
+            out.append(("one", i))
+            i += 1
+            continue
+        j = i + 1
+        while j < c and b.numels[j] < LARGE and b.ends[j] - b.starts[i] <= STAGE:
+            j += 1
+        out.append(("one", i) if j == i + 1 else _chunk(b, i, j))
+        i = j
+    return out
+
+
+def _chunk(b: Bucket, i: int, j: int) -> Item:
+    """Small params ``i..j-1`` staged together: the staging views each gradient is copied
+    into (laid out as its param is in the flat buffer) and the gaps between them, which
+    are zeroed so the kernel never reads a stale gradient there."""
+    lo, hi = b.span(i, j)
+    if b.staging is None:  # every chunk spans at most STAGE elements (a lone param is "one")
+        b.staging = staggered(min(STAGE, b.size), 1, 0.0, dtype=b.dtype, device=b.device)
+    s = b.staging
+    views = []
+    gaps = []
+    for k in range(i, j):
+        p = b.params[k]
+        off = b.starts[k] - lo
+        views.append(s.as_strided(p.shape, p.stride(), s.storage_offset() + off))
+        end = b.ends[k] - lo
+        stop = (b.starts[k + 1] if k + 1 < j else hi) - lo
+        if stop > end:
+            gaps.append(window(s, end, stop))
+    return ("chunk", i, j, lo, hi, views, gaps)
+
+
+def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
+    """The 1-D tensors one kernel call reads for ``item``: ``(p, g, state)``."""
+    kind = item[0]
+    if kind == "span":
+        p, G, bufs = b.tensors(item[1], item[2], names)
+        return p, G, bufs
+    if kind == "one":
+        i = item[1]
+        return b.pwindow(i), _read(b, i, gr.grads[i]), [b.swindow(k, i) for k in names]
+    _, i, j, lo, hi, views, gaps = item
+    torch._foreach_copy_(views, gr.grads[i:j])
+    if gaps:
+        torch._foreach_zero_(gaps)
+    bufs = [window(b.state[k], lo, hi) for k in names]
+    return window(b.P, lo, hi), window(b.staging, 0, hi - lo), bufs
+
+
+def _read(b: Bucket, i: int, g: Tensor) -> Tensor:
+    """Param ``i``'s gradient as a 1-D window over its memory, laid out as the param is."""
+    p = b.params[i]
+    if g.stride() == p.stride() and dense(g):
+        return window(g, 0, g.numel())
+    # another layout (rare: autograd lays gradients out like their params): a copy that is
+    if b.numels[i] <= STAGE and b.staging is not None and b.staging.numel() >= b.numels[i]:
+        s = b.staging
+    else:
+        s = torch.empty(b.numels[i], dtype=b.dtype, device=b.device)
+    s.as_strided(p.shape, p.stride(), s.storage_offset()).copy_(g)
+    return window(s, 0, b.numels[i])

@@ -1,0 +1,218 @@
+"""``optimizer.state`` and the flat buffers: who holds what, and edits between steps.
+
+The state of a bucket's params lives in its flat buffers; ``optimizer.state[p]`` holds
+views of them (one object per param and buffer), so ``state_dict()`` has torch.optim's
+layout and an in-place edit of a view is an edit of the buffer. What the user does to the
+mapping itself — a state tensor or ``step`` replaced, an entry deleted or cleared, a new
+mapping assigned — is found at the next step (:meth:`StateKeeper.edited`: one counter
+compared per step while the mapping is descent's :class:`~.tracked.TrackedState`, every
+entry compared while it is not) and taken over exactly as torch.optim would use it: the
+values go into the buffers, and the tensor the user assigned becomes a view of them, so it
+keeps receiving the updates as torch.optim's would. Where that cannot be done the step
+raises, naming the param and the key, before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..rules.base import Chain
+from .bucket import Bucket
+from .layout import alone, dense
+from .tracked import TrackedEntry, TrackedState, version
+
+
+class StateEditError(RuntimeError):
+    """An edit of ``optimizer.state`` that descent cannot carry out as torch.optim would."""
+
+
+class StateKeeper:
+    def __init__(self, state_step: bool):
+        #: publish a per-param ``step`` (torch.optim does for every optimizer but SGD)
+        self.state_step = state_step
+        #: set by ``load_state_dict``: every bucket re-reads the state at the next step
+        self.reload = False
+        self._state: Any = None
+        self._n: int | None = None
+        #: some published entry is not an entry of the tracked mapping (a dict the user
+        #: assigned): entries are compared at every step while so
+        self._foreign = False
+
+    # -- noticing edits ------------------------------------------------------------------
+    def edited(self, state: Mapping) -> bool:
+        """Whether ``state`` may have been edited since the last step."""
+        if state is not self._state or self._n is None or self._foreign:
+            return True
+        return state.cell.n != self._n  # type: ignore[attr-defined]
+
+    def settle(self, state: Mapping, buckets: Sequence[Bucket]) -> None:
+        """Record what the step left, so the next one sees only the user's edits."""
+        self._state = state
+        self._n = version(state)
+        for b in buckets:
+            b.host_written()
+
+    def absorb(self, state: Mapping, groups: Sequence[tuple[dict, Chain, list[Bucket]]]) -> None:
+        """Take over every entry that differs from what descent last published."""
+        foreign = type(state) is not TrackedState
+        cell = getattr(state, "cell", None)
+        for group, chain, buckets in groups:
+            for b in buckets:
+                for i, p in enumerate(b.params):
+                    st = state.get(p)
+                    pub = b.published[i]
+                    if pub is None:
+                        changed = bool(st)
+                    else:
+                        entry, values = pub
+                        changed = st is not entry or any(st.get(k) is not v for k, v in values.items())
+                    if changed:
+                        self.adopt_one(state, b, chain, group, i, edit=True)
+                        pub = b.published[i]
+                    if pub is not None and (type(pub[0]) is not TrackedEntry or pub[0].cell is not cell):
+                        foreign = True
+                b.uniform, b.t = False, None
+        self._foreign = foreign
+
+    # -- buffers and entries -------------------------------------------------------------
+    def prepare(self, b: Bucket, chain: Chain, group: dict) -> bool:
+        """Allocate the buffers ``chain`` needs that ``b`` lacks (the first step, or a
+        flag such as ``amsgrad`` switched on); True when it allocated any."""
+        grown = False
+        for name in chain.host:
+            if name not in b.host:
+                b.allocate_host(name, chain.host_init(name))
+                grown = True
+        for name in chain.state:
+            if name not in b.state:
+                b.allocate(name, chain.fill(name, group))
+                grown = True
+        return grown
+
+    def adopt(self, state: Mapping, b: Bucket, chain: Chain, group: dict, fresh: bool) -> None:
+        """Take over whatever ``state`` holds for ``b``'s params (a loaded checkpoint,
+        AdaGrad's initial state, a buffer new to the chain): copy it into the buffers and
+        publish views in its place."""
+        for i in range(len(b.params)):
+            self.adopt_one(state, b, chain, group, i, edit=False, fresh=fresh)
+        b.uniform = False
+        b.t = None
+
+    def adopt_one(
+        self, state: Mapping, b: Bucket, chain: Chain, group: dict, i: int, edit: bool, fresh: bool = False
+    ) -> None:
+        """Param ``i``'s entry into the buffers. ``edit``: the user changed it between
+        steps, so an assigned tensor becomes a view of the buffer (it stays the state's
+        tensor, as in torch.optim) rather than being copied and replaced."""
+        p = b.params[i]
+        st = state.get(p)
+        dirty = bool(b.exposed[i]) and not fresh  # its slots hold an earlier state
+        if not st:  # no state: it starts afresh at its next step, as torch.optim's would
+            for k in chain.host:
+                b.host[k][i] = chain.host_init(k)
+            if dirty:
+                for name in chain.state:
+                    b.state_view(name, i).fill_(chain.fill(name, group))
+            b.exposed[i] = 0
+            b.published[i] = None
+            return
+        chosen: dict[str, Any] = {}
+        step = st.get("step")
+        started = any(isinstance(st.get(k), Tensor) for k in chain.state)
+        for k in chain.host:
+            value = step if k == "step" else st.get(k)
+            if value is None:
+                b.host[k][i] = float(started) if k == "step" else chain.host_init(k)
+            else:
+                chosen[k] = self._host(b, k, i, value, edit)
+        for name in chain.state:
+            old = st.get(name)
+            view = b.state_view(name, i)
+            if old is view:
+                continue
+            if isinstance(old, Tensor):
+                chosen[name] = self._take(b, name, i, old, edit)
+            elif dirty or not fresh:  # a key the entry lacks starts from its initial value
+                view.fill_(chain.fill(name, group))
+        self.expose(state, b, chain, i, chosen)
+
+    def _host(self, b: Bucket, k: str, i: int, value: Any, edit: bool) -> Any:
+        buf = b.host[k]
+        b.host[k][i] = float(value)
+        if not edit or not isinstance(value, Tensor) or value is buf[i]:
+            return None
+        if value.dim() == 0 and value.dtype == buf.dtype and value.device == buf.device and _own(value):
+            value.set_(buf.untyped_storage(), buf.storage_offset() + i, (), ())
+            return value
+        return None  # another dtype or shared: its value is taken, descent's view published
+
+    def _take(self, b: Bucket, name: str, i: int, old: Tensor, edit: bool) -> Tensor | None:
+        view = b.state_view(name, i)
+        if edit:
+            _check_edit(b, name, i, old, view)
+        if not b.flat and not b.sharded and edit:
+            b.set_state(name, old)  # the param keeps its own storage: the tensor itself is the state
+            return old
+        view.copy_(old)
+        if not edit or b.sharded:
+            return None
+        if not _own(old) or old.stride() != view.stride():
+            raise StateEditError(
+                f"optimizer.state[{_where(b, i)}][{name!r}] was replaced by a tensor that shares its "
+                "memory with another tensor (or is laid out differently from the param); descent keeps "
+                "state in its own buffers and could not update that memory in place as torch.optim "
+                "would. Assign a tensor of its own (e.g. .clone()), or build the optimizer with flat=False"
+            )
+        old.set_(view.untyped_storage(), view.storage_offset(), view.shape, view.stride())
+        return old
+
+    def expose(self, state: Mapping, b: Bucket, chain: Chain, i: int, chosen: dict | None = None) -> None:
+        """Publish param ``i``'s state in ``state`` as views of the buffers."""
+        chosen = chosen or {}
+        entries: dict[str, Any] = {}
+        for k in chain.host if self.state_step else chain.host[1:]:
+            mine = chosen.get(k)
+            entries[k] = b.host[k][i] if mine is None else mine
+        for name in chain.state:
+            mine = chosen.get(name)
+            entries[name] = b.state_view(name, i) if mine is None else mine
+        b.exposed[i] = 1
+        if not entries:  # plain SGD: torch.optim keeps no state at all
+            b.published[i] = None
+            return
+        p = b.params[i]
+        st = state.get(p)
+        if st is None:
+            st = state[p] if isinstance(state, defaultdict) else state.setdefault(p, {})  # type: ignore[attr-defined]
+        dict.update(st, entries)  # descent's own write: not an edit to notice
+        b.published[i] = (st, entries)
+        if type(st) is not TrackedEntry or st.cell is not getattr(state, "cell", None):
+            self._foreign = True
+
+
+def _own(t: Tensor) -> bool:
+    """A plain dense tensor whose memory nothing else holds (so it can become a view)."""
+    return type(t) is torch.Tensor and not t.requires_grad and dense(t) and alone(t)
+
+
+def _where(b: Bucket, i: int) -> str:
+    return f"<param of shape {tuple(b.params[i].shape)}>"
+
+
+def _check_edit(b: Bucket, name: str, i: int, old: Tensor, view: Tensor) -> None:
+    for what, got, want in (
+        ("shape", tuple(old.shape), tuple(view.shape)),
+        ("dtype", old.dtype, view.dtype),
+        ("device", old.device, view.device),
+    ):
+        if got != want:
+            raise StateEditError(
+                f"optimizer.state[{_where(b, i)}][{name!r}] was replaced by a tensor of {what} {got}, "
+                f"but the param's state has {what} {want}; descent keeps state in the param's "
+                f"{what} (torch.optim's load_state_dict casts it so too)"
+            )
