@@ -31,6 +31,7 @@ from .optim import (
     RMSprop,
     RuleOptimizer,
     compose,
+    step_in_backward,
 )
 
 #: torch.optim classes re-exported as they are (not run by descent's engine).
@@ -64,6 +65,7 @@ __all__ = [
     "RMSprop",
     "RuleOptimizer",
     "compose",
+    "step_in_backward",
     "lr_scheduler",
     "rules",
     "swa_utils",

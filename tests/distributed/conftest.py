@@ -31,4 +31,3 @@ def reference():
     import dist_scenarios
 
     return functools.cache(dist_scenarios.reference)
-

@@ -158,6 +158,21 @@ def ddp(rank: int, world: int, name: str, mode: str) -> dict:
     return {"params": [full(p) for p in params], "grads_moved": moved}
 
 
+#: the step inside backward under DDP: each bucket stepped after its all-reduce
+IN_BACKWARD_OPTIMIZERS = ("SGD", "Adam", "RMSprop", "Adagrad")
+
+
+def ddp_in_backward(rank: int, world: int, name: str, bucket_view: bool) -> dict:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    net = DDP(model(), gradient_as_bucket_view=bucket_view, bucket_cap_mb=1e-4)  # several buckets
+    opt = optimizer(name, net.parameters())
+    descent.step_in_backward(net, opt)
+    for step in range(STEPS):
+        loss(net, *batch(step, rank, world)).backward()  # the step runs inside
+    return {"params": [full(p) for p in net.parameters()]}
+
+
 # --- FSDP2 ----------------------------------------------------------------------------
 
 
@@ -314,6 +329,9 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
     for name in OPTIMIZERS:
         for mode in DDP_MODES:
             out.append((f"ddp/{name}/{mode}", ddp, (name, mode)))
+    for name in IN_BACKWARD_OPTIMIZERS:
+        for view in (False, True):
+            out.append((f"ddp-in-backward/{name}/view{int(view)}", ddp_in_backward, (name, view)))
     for name in OPTIMIZERS:
         for mode in FSDP_MODES:
             if mode == "root" and name not in FSDP_ONLY_ROOT:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from dist_harness import result, worst_error
-from dist_scenarios import DDP_MODES, OPTIMIZERS
+from dist_scenarios import DDP_MODES, IN_BACKWARD_OPTIMIZERS, OPTIMIZERS
 
 TOL = 1e-6
 
@@ -26,3 +26,14 @@ def test_ddp_bucket_views_kept(ranks, mode):
     opt.step() it still is (the step neither re-homes it nor copies it out)."""
     moved = {name: result(ranks, f"ddp/{name}/{mode}")["grads_moved"] for name in OPTIMIZERS}
     assert not any(moved.values()), f"grads moved out of DDP's bucket by opt.step(): {moved}"
+
+
+@pytest.mark.parametrize("view", [0, 1])
+@pytest.mark.parametrize("name", IN_BACKWARD_OPTIMIZERS)
+def test_step_in_backward_under_ddp_matches_one_process(ranks, reference, name, view):
+    """descent.step_in_backward(ddp_model, opt): each of DDP's gradient buckets is stepped
+    once its all-reduce has averaged it; the result is the global-batch step's."""
+    want = reference(name)
+    for rank in range(len(ranks)):
+        err = worst_error(result(ranks, f"ddp-in-backward/{name}/view{view}", rank)["params"], want)
+        assert err <= TOL, f"rank {rank}: worst relative error {err:.2e}"

@@ -308,7 +308,6 @@ class Bucket:
             self._whole[tuple(names)] = out
         return out
 
-    def single(self, names: Sequence[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def single(self, names: Sequence[str], g: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """A bucket of one param that keeps its storage: its tensors, 1-D where alike."""
-        p = self.params[0]
-        return flat1d(p.data, p.grad, [self.state[k] for k in names])
+        return flat1d(self.params[0].data, g, [self.state[k] for k in names])

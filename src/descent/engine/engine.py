@@ -198,19 +198,7 @@ class Engine:
     # -- the step ------------------------------------------------------------------------
     def step(self, groups: Sequence[dict], state: dict) -> None:
         """One step of every group, reading and updating ``state`` (``optimizer.state``)."""
-        keeper = self.keeper
-        edited = keeper.edited(state)
-        work = []
-        # Collect every group's gradients before touching anything, so a bad gradient
-        # (sparse, of another shape) raises with no param or state changed.
-        for gi, group in enumerate(groups):
-            chain = self.chain_for(group)
-            entry = self._entry(gi, group, chain, state)
-            name = namer(group, gi)
-            work.append((group, chain, entry, [self._collect(b, name) for b in entry.buckets], name))
-        if edited:
-            keeper.absorb(state, [(g, c, e.buckets) for g, c, e, _, _ in work])
-        keeper.reload = False
+        work = self._prologue(groups, state)
         tasks = [task for w in work for task in self._tasks(*w)]
         inside = False
         if self.guard:
@@ -220,23 +208,67 @@ class Engine:
             inside = not spread and sum(len(r.items) for t in tasks for r in t.runs) == 1
             if not inside and not self._all_finite(tasks, spread):
                 self.skipped += 1
-                keeper.settle(state, [t.b for t in tasks])
+                self.settle(state, tasks)
                 return
         for task in tasks:
             self._step_bucket(task, inside, state)
-        keeper.settle(state, [t.b for t in tasks])
+        self.settle(state, tasks)
 
-    def _tasks(self, group, chain, entry, grads, name) -> list[Task]:
+    def _prologue(self, groups: Sequence[dict], state: dict) -> list[tuple]:
+        """Buckets for every group (laid out anew where the groups changed) and the user's
+        edits of ``state`` taken over: everything a step does before reading gradients."""
+        keeper = self.keeper
+        edited = keeper.edited(state)
+        work = []
+        for gi, group in enumerate(groups):
+            chain = self.chain_for(group)
+            work.append((group, chain, self._entry(gi, group, chain, state), namer(group, gi)))
+        if edited:
+            keeper.absorb(state, [(g, c, e.buckets) for g, c, e, _ in work])
+        keeper.reload = False
+        for *_, entry, _ in work:
+            for b in entry.buckets:
+                if b.host_edited():  # a step edited in place: runs and cached counts are stale
+                    b.uniform, b.t = False, None
+        return work
+
+    def settle(self, state: dict, tasks: Sequence[Task]) -> None:
+        """After a step: what it left, so the next one notices only the user's edits."""
+        self.keeper.settle(state, [t.b for t in tasks])
+
+    # -- the step in pieces, as gradients arrive (step inside backward) ------------------
+    def prepare(self, groups: Sequence[dict], state: dict) -> list[Task]:
+        """The prologue of a step whose gradients arrive one by one: a task per bucket,
+        to be stepped with :meth:`step_some`."""
+        return [
+            Task(group, chain, b, None, name, [])
+            for group, chain, entry, name in self._prologue(groups, state)
+            for b in entry.buckets
+        ]
+
+    def step_some(self, task: Task, indices: Sequence[int], gr: Grads, state: dict) -> None:
+        """Step params ``indices`` (ascending) of ``task``'s bucket with gradients ``gr``."""
+        b = task.b
+        task = Task(task.group, task.chain, b, gr, task.name, [])
+        keys = [tuple(b.host[k][i].item() for k in task.chain.host) for i in indices]
+        start = 0
+        for j in range(1, len(indices) + 1):
+            if j == len(indices) or indices[j] != indices[j - 1] + 1 or keys[j] != keys[start]:
+                a, c = indices[start], indices[j - 1] + 1
+                task.runs.append(Run(a, c, self._items(b, a, c, gr)))
+                start = j
+        self._step_bucket(task, False, state)
+
+    def _tasks(self, group: dict, chain: Chain, entry: _Group, name) -> list[Task]:
+        # every bucket's gradients collected (and checked) before anything is written
+        grads = [self._collect(b, name) for b in entry.buckets]
         out = []
         for b, gr in zip(entry.buckets, grads):
-            if b.host_edited():  # a step edited in place: runs and cached counts are stale
-                b.uniform, b.t = False, None
             runs = b.runs(gr.has if gr is not None else None, chain.host)
             pieces = [Run(a, c, self._items(b, a, c, gr)) for a, c in runs]
             out.append(Task(group, chain, b, gr, name, pieces))
-        by_bucket = {id(t.b): t.gr for t in out}
         for b, i in entry.repeats:  # once more for each extra listing, after the first pass
-            gr = by_bucket[id(b)]
+            gr = grads[entry.buckets.index(b)]
             if gr is None or gr.has is None or gr.has[i]:
                 again = Run(i, i + 1, self._items(b, i, i + 1, gr), again=True)
                 out.append(Task(group, chain, b, gr, name, [again]))
@@ -264,7 +296,7 @@ class Engine:
             if kind == "shards":
                 yield from b.shards(item[1], item[2], names)
             elif kind == "single":
-                yield b.single(names)
+                yield b.single(names, task.gr.grads[0])
             else:
                 yield piece(b, item, names, task.gr)
 

@@ -6,6 +6,7 @@ from .adam import Adam, AdamW
 from .adamax import Adamax
 from .base import RuleOptimizer
 from .compose import compose
+from .inbackward import InBackward, step_in_backward
 from .lion import Lion
 from .nadam import NAdam
 from .nesterov import LookaheadNesterov
@@ -21,6 +22,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "EMAMomentum",
+    "InBackward",
     "Lion",
     "LookaheadNesterov",
     "NAdam",
@@ -28,4 +30,5 @@ __all__ = [
     "RMSprop",
     "RuleOptimizer",
     "compose",
+    "step_in_backward",
 ]

@@ -69,6 +69,8 @@ class RuleOptimizer(Optimizer):
             )
         self._validate(defaults)
         self._chains: dict[tuple, Chain] = {}
+        #: the handle of descent.step_in_backward while the step runs inside backward
+        self._in_backward: Any = None
         #: per param group (by id): its flag values last seen and their chain
         self._last_chain: dict[int, tuple[tuple, Chain]] = {}
         self._engine = Engine(
@@ -131,6 +133,13 @@ class RuleOptimizer(Optimizer):
         # a call, a third of a small model's step); take that path only when a hook is
         # registered or a profiler is recording, so both still see every step. A subclass
         # that overrides step() gets torch's wrapper on its own step, which has run them.
+        if self._in_backward is not None:
+            raise RuntimeError(
+                f"this {type(self).__name__} steps inside backward (descent.step_in_backward): every "
+                "param was already updated as its gradient arrived. Remove optimizer.step() from the "
+                "loop (GradScaler and clipping by the global norm need the gradients before any "
+                "update, so they cannot combine with it); handle.remove() goes back to step()"
+            )
         if torch.compiler.is_compiling():  # called by name: dynamo folds it to a constant
             # Inside a torch.compile'd function: the step runs as it is, outside the graph
             # (one graph break), instead of being traced op by op (its host bookkeeping
@@ -195,7 +204,7 @@ class RuleOptimizer(Optimizer):
             group["params"] = tracked_list(group["params"])
         if "_engine" not in self.__dict__:  # a copy or an unpickled optimizer: an engine of its own
             self._engine = Engine(self.chain, name=type(self).__name__, state_step=self.state_step, **options)
-            self._chains, self._last_chain = {}, {}
+            self._chains, self._last_chain, self._in_backward = {}, {}, None
 
     def __getstate__(self) -> dict[str, Any]:
         out = super().__getstate__()

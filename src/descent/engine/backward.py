@@ -1,0 +1,186 @@
+"""The step inside backward: each param is updated as soon as its gradient is complete,
+and the gradient is freed, so a training step never holds a full set of gradients.
+
+Autograd calls a param's post-accumulate-grad hook once per backward, after every use of
+the param has contributed to its gradient. A large param is stepped right there (one
+kernel call over its gradient, which is then dropped); small ones wait until a staging
+chunk's worth has arrived, or the backward ends (a callback queued on autograd's engine
+at the first hook of each backward), and step together. The pieces are those of an
+ordinary step with fresh gradients, every number the same, so the parameters come out
+bit for bit as from ``backward(); step()``.
+
+Under DDP the local gradient a hook sees is not yet averaged: there the step runs in a
+communication hook, after each gradient bucket's all-reduce, on the averaged bucket.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .grads import LARGE, STAGE, Grads, check_grad
+
+
+class BackwardSteps:
+    """Hooks that step ``engine``'s params as their gradients arrive.
+
+    ``groups()`` and ``state()`` give the param groups and the state mapping at the time
+    of each backward (so schedulers and edits between steps act as usual); ``stepped()``
+    is called after each backward's last update. ``ddp``: the DistributedDataParallel
+    module whose averaged gradient buckets to step from."""
+
+    def __init__(
+        self,
+        engine: Any,
+        groups: Callable[[], Sequence[dict]],
+        state: Callable[[], dict],
+        stepped: Callable[[], None],
+        ddp: Any = None,
+    ):
+        if engine.guard:
+            raise ValueError(
+                "skip_nonfinite=True cannot step inside backward: whether to skip is decided from every "
+                "gradient of the step, and the first params are updated before the last gradients exist"
+            )
+        params = [p for g in groups() for p in g["params"]]
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("a param listed twice cannot step inside backward (it would step once)")
+        self.engine = engine
+        self.groups, self.state, self.stepped = groups, state, stepped
+        self.lock = threading.Lock()
+        self.active = self.queued = False
+        self.tasks: list[Any] = []
+        self.where: dict[int, tuple] = {}
+        self.futures: list[Any] = []
+        self._begin()  # lay the params out now, before a forward saves them for backward
+        self._end()
+        if ddp is not None:
+            self._hook_ddp(ddp)
+        arrived = self._started if ddp is not None else self._arrived
+        self.handles = [p.register_post_accumulate_grad_hook(arrived) for p in params]
+
+    def remove(self) -> None:
+        """Stop stepping inside backward (``optimizer.step()`` works again)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        for h in getattr(self, "ddp_handles", []):
+            h.remove()
+
+    # -- one backward --------------------------------------------------------------------
+    def _begin(self) -> None:
+        """Everything a step does before its first update (buckets, edits of the state)."""
+        self.active, self.queued = True, False
+        self.tasks = self.engine.prepare(self.groups(), self.state())
+        self.where = {id(p): (t, i) for t in self.tasks for i, p in enumerate(t.b.params)}
+        #: per bucket: the gradients that arrived and wait for their step, by index
+        self.grads = {id(t.b): [None] * len(t.b.params) for t in self.tasks}
+        self.pending: dict[int, list[int]] = {id(t.b): [] for t in self.tasks}
+        self.waiting = dict.fromkeys(self.pending, 0)
+
+    def _started(self, p: Tensor) -> None:
+        """A gradient of this backward arrived: begin, and have autograd call
+        :meth:`_finish` when the backward ends (this hook runs on autograd's thread)."""
+        with self.lock:
+            if not self.active:
+                self._begin()
+            if not self.queued:
+                torch.autograd.Variable._execution_engine.queue_callback(self._finish)
+                self.queued = True
+
+    def _arrived(self, p: Tensor) -> None:
+        self._started(p)
+        found = self.where.get(id(p))
+        if found is not None:  # (None: a param the groups no longer hold)
+            with self.lock:
+                self._take(found, p, p.grad)
+
+    def _take(self, found: tuple, p: Tensor, g: Tensor | None, free: bool = True) -> None:
+        task, i = found
+        if g is None:
+            return
+        b = task.b
+        if g.dtype != b.dtype or g.shape != b.shapes[i] or g.layout != torch.strided or g.device != b.device:
+            check_grad(self.engine.name, task.name(p), p, g)
+        key = id(b)
+        self.grads[key][i] = g
+        if not b.flat or b.sharded or b.numels[i] >= LARGE:
+            self._step(task, [i])
+            if free:
+                p.grad = None
+            return
+        if free:
+            p.grad = None  # held here until its chunk steps
+        self.pending[key].append(i)
+        self.waiting[key] += b.numels[i]
+        if self.waiting[key] >= STAGE:
+            self._flush(task)
+
+    def _flush(self, task: Any) -> None:
+        key = id(task.b)
+        if self.pending[key]:
+            self._step(task, sorted(self.pending[key]))
+            self.pending[key], self.waiting[key] = [], 0
+
+    def _step(self, task: Any, indices: list[int]) -> None:
+        grads = self.grads[id(task.b)]
+        with torch.no_grad():
+            self.engine.step_some(task, indices, Grads(None, grads), self.state())
+        for i in indices:
+            grads[i] = None
+
+    def _finish(self) -> None:
+        if self.futures:  # DDP: each bucket steps once its all-reduce is done
+            torch.futures.wait_all(self.futures)
+            self.futures = []
+        with self.lock:
+            self._end()
+        self.stepped()
+
+    def _end(self) -> None:
+        for task in self.tasks:
+            self._flush(task)
+        self.engine.settle(self.state(), self.tasks)
+        self.active = self.queued = False
+        self.tasks, self.where = [], {}
+
+    # -- DDP -----------------------------------------------------------------------------
+    def _hook_ddp(self, ddp: Any) -> None:
+        """Step each DDP gradient bucket once its all-reduce has averaged it: DDP's own
+        all-reduce, then the update of the bucket's params from the averaged buffer."""
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        def hook(process_group, bucket):  # (DDP checks annotations: none, or its own types)
+            params, grads = bucket.parameters(), bucket.gradients()
+
+            def then(f: torch.futures.Future) -> Tensor:
+                if not self.handles:  # removed: DDP keeps the hook, which now only averages
+                    return f.value()
+                with self.lock:
+                    if not self.active:  # the all-reduce finished before any hook ran
+                        self._begin()
+                    for p, g in zip(params, grads):
+                        found = self.where.get(id(p))
+                        if found is not None:
+                            self._take(found, p, g, free=False)
+                return f.value()
+
+            fut = default_hooks.allreduce_hook(process_group, bucket).then(then)
+            self.futures.append(fut)
+            return fut
+
+        ddp.register_comm_hook(None, hook)
+
+        def drop_grads(module, args):
+            # DDP writes the averaged gradients into .grad when backward ends, and the next
+            # backward would add to them: they are dropped when the next forward starts
+            if self.handles:
+                for group in self.groups():
+                    for p in group["params"]:
+                        p.grad = None
+
+        self.ddp_handles = [ddp.register_forward_pre_hook(drop_grads)]

@@ -1,0 +1,68 @@
+"""``descent.step_in_backward``: update each param while backward is still running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..engine.backward import BackwardSteps
+from .base import RuleOptimizer
+
+
+class InBackward:
+    """What :func:`step_in_backward` returns: :meth:`remove` goes back to ``step()``."""
+
+    def __init__(self, optimizer: RuleOptimizer, steps: BackwardSteps):
+        self.optimizer = optimizer
+        self.steps = steps
+
+    def remove(self) -> None:
+        self.steps.remove()
+        if self.optimizer._in_backward is self:
+            self.optimizer._in_backward = None
+
+
+def step_in_backward(model: torch.nn.Module | None, optimizer: RuleOptimizer) -> InBackward:
+    """Make ``optimizer`` step each param inside backward, as soon as its gradient is
+    complete, and free that gradient: a training step then never holds a full set of
+    gradients (peak memory falls by up to their size). The numbers are those of
+    ``backward(); optimizer.step()``, bit for bit.
+
+    The loop becomes ``loss.backward()`` alone — no ``optimizer.step()`` (it raises: the
+    step already ran), no ``zero_grad()`` needed (gradients are gone after each
+    backward). Schedulers, param groups and ``state_dict`` work as usual. Under
+    ``DistributedDataParallel`` pass the DDP module as ``model``: each gradient bucket is
+    stepped after its all-reduce (gradients are then kept by DDP, as DDP keeps them).
+
+    It cannot combine with what needs every gradient before the first update: clipping by
+    the global norm (``clip_grad_norm_`` after backward finds no gradients),
+    ``GradScaler`` (its unscale and inf check come after backward; ``scaler.step``
+    raises), ``skip_nonfinite=True`` (refused here), and gradient accumulation over
+    several backward calls (each backward is a step).
+    """
+    if not isinstance(optimizer, RuleOptimizer):
+        raise TypeError(f"step_in_backward needs a descent optimizer, got {type(optimizer).__name__}")
+    if type(optimizer).step is not RuleOptimizer.step:
+        name = type(optimizer).__name__
+        raise TypeError(f"{name} needs its own step() (a closure), so it cannot step inside backward")
+    if optimizer._in_backward is not None:
+        raise RuntimeError(f"this {type(optimizer).__name__} already steps inside backward")
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = model if isinstance(model, DistributedDataParallel) else None
+    steps = BackwardSteps(
+        optimizer._engine,
+        lambda: optimizer.param_groups,
+        lambda: optimizer.state,
+        lambda: _stepped(optimizer),
+        ddp=ddp,
+    )
+    handle = InBackward(optimizer, steps)
+    optimizer._in_backward = handle
+    return handle
+
+
+def _stepped(optimizer: Any) -> None:
+    # lr schedulers warn when they step before the optimizer has; this optimizer has
+    optimizer._opt_called = True

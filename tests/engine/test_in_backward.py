@@ -1,0 +1,123 @@
+"""``descent.step_in_backward``: params updated as their gradients arrive inside backward,
+gradients freed, the numbers those of ``backward(); step()`` bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import descent
+from descent.engine.grads import LARGE, STAGE
+
+
+class Net(torch.nn.Module):
+    """Large matrices (stepped alone as their gradients arrive), many small params
+    (staged together), a param used twice (its hook fires once, with the sum) and one
+    the forward never uses (no gradient: it must not move)."""
+
+    def __init__(self):
+        super().__init__()
+        width = LARGE // 300 + 7  # the big layer's weight is just over LARGE
+        self.big = torch.nn.Linear(300, width)
+        self.small = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(6))  # > STAGE
+        self.head = torch.nn.Linear(width, 5)
+        self.unused = torch.nn.Linear(3, 3)
+        self.scale = torch.nn.Parameter(torch.ones(5))
+
+    def forward(self, x):
+        h = torch.tanh(self.big(x))
+        for layer in self.small:
+            h = torch.tanh(layer(h))
+        return self.head(h) * self.scale + self.scale  # scale used twice
+
+
+def test_the_net_has_a_large_param_and_more_than_a_chunk_of_small_ones():
+    net = Net()
+    sizes = [p.numel() for p in net.parameters()]
+    assert max(sizes) >= LARGE and sum(n for n in sizes if n < LARGE) > STAGE
+
+
+def _pair(dtype=torch.float32):
+    torch.manual_seed(0)
+    a = Net().to(dtype)
+    b = Net().to(dtype)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [("AdamW", {"lr": 1e-2}), ("SGD", {"lr": 0.05, "momentum": 0.9}), ("Adagrad", {}), ("NAdam", {})],
+)
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tensor"])
+def test_same_bits_as_backward_then_step(name, kw, flat):
+    inside, outside = _pair()
+    o_in = getattr(descent, name)(inside.parameters(), flat=flat, **kw)
+    o_out = getattr(descent, name)(outside.parameters(), flat=flat, **kw)
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5) for o in (o_in, o_out)]
+    handle = descent.step_in_backward(inside, o_in)
+    gen = torch.Generator().manual_seed(1)
+    with torch.autograd.set_detect_anomaly(False):
+        for _ in range(5):
+            x = torch.randn(16, 300, generator=gen)
+            inside(x).pow(2).mean().backward()
+            assert all(p.grad is None for p in inside.parameters())  # freed as stepped
+            o_out.zero_grad()
+            outside(x).pow(2).mean().backward()
+            o_out.step()
+            for s in schedulers:
+                s.step()
+    for a, b in zip(inside.parameters(), outside.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(inside.unused.weight, _pair()[0].unused.weight)  # never had a gradient
+    sa, sb = o_in.state_dict(), o_out.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for k, st in sb["state"].items():
+        for key, v in st.items():
+            assert torch.equal(sa["state"][k][key], v), (k, key)
+    handle.remove()  # back to the ordinary loop
+    o_in.zero_grad()
+    inside(x).sum().backward()
+    o_in.step()
+
+
+def test_step_inside_backward_refuses_what_needs_every_gradient_first():
+    net, _ = _pair()
+    opt = descent.Adam(net.parameters())
+    descent.step_in_backward(net, opt)
+    net(torch.randn(2, 300)).sum().backward()
+    with pytest.raises(RuntimeError, match="steps inside backward"):
+        opt.step()  # e.g. GradScaler.step(opt), or a leftover call: the step already ran
+    with pytest.raises(RuntimeError, match="already steps inside backward"):
+        descent.step_in_backward(net, opt)
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        descent.step_in_backward(net, descent.Adam(net.parameters(), skip_nonfinite=True))
+    with pytest.raises(TypeError, match="closure"):
+        descent.step_in_backward(net, descent.LookaheadNesterov(net.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match="descent optimizer"):
+        descent.step_in_backward(net, torch.optim.Adam(net.parameters()))
+
+
+def test_no_scheduler_warning_and_edits_between_backwards_take_effect():
+    import warnings
+
+    inside, outside = _pair(torch.float64)
+    o_in, o_out = descent.Adam(inside.parameters(), lr=0.01), torch.optim.Adam(outside.parameters(), lr=0.01)
+    descent.step_in_backward(inside, o_in)
+    sched = torch.optim.lr_scheduler.ExponentialLR(o_in, 0.9)
+    ref_sched = torch.optim.lr_scheduler.ExponentialLR(o_out, 0.9)
+    x = torch.randn(4, 300, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()" would raise
+        for step in range(4):
+            if step == 2:  # reset one param's moments between backward calls
+                for o, m in ((o_in, inside), (o_out, outside)):
+                    del o.state[m.head.weight]
+            inside(x).pow(2).mean().backward()
+            o_out.zero_grad()
+            outside(x).pow(2).mean().backward()
+            o_out.step()
+            sched.step()
+            ref_sched.step()
+    for a, b in zip(inside.parameters(), outside.parameters()):
+        assert ((a - b).abs().max() / b.abs().max()).item() <= 1e-12
