@@ -43,8 +43,11 @@ OPTIMIZERS: dict[str, tuple[type, str | None, dict]] = {
 
 IMPLS = ("descent", "descent-eager", "torch-forloop", "torch-foreach", "torch-fused")
 
+#: peers measured where they install (never a dependency of descent)
+PEERS = ("deepspeed",)
+
 #: every way a contender can be built (``make``)
-MAKERS = (*IMPLS, "descent-rebuilt", "torch")
+MAKERS = (*IMPLS, "descent-rebuilt", "torch", *PEERS)
 
 
 @dataclass
@@ -118,29 +121,46 @@ def _median_ms(fn: Callable[[], None], device: torch.device, warmup: int, repeat
 
 
 def race(
-    steps: dict[str, Callable[[], object]], device: torch.device, rounds: int, batch_s: float = 0.02
+    steps: dict[str, Callable[[], object]],
+    device: torch.device,
+    rounds: int,
+    batch_s: float = 0.02,
+    prepare: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, list[float]]:
     """ms/step of each contender over ``rounds`` alternated rounds (the order rotates);
-    each round times a batch of steps lasting about ``batch_s``."""
+    each round times a batch of steps lasting about ``batch_s``. ``prepare[name]`` runs
+    before each of that contender's steps, outside the timing (fresh gradients)."""
     names = list(steps)
+    prepare = prepare or {}
     per_batch = {}
     for name in names:
-        _sync(device)
-        t0 = time.perf_counter()
-        steps[name]()
-        _sync(device)
-        per_batch[name] = max(1, int(batch_s / max(time.perf_counter() - t0, 1e-6)))
+        per_batch[name] = max(1, int(batch_s / max(_timed(steps[name], prepare.get(name), 1, device), 1e-6)))
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, k = steps[name], per_batch[name]
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(k):
-                fn()
-            _sync(device)
-            out[name].append((time.perf_counter() - t0) / k * 1e3)
+            k = per_batch[name]
+            out[name].append(_timed(steps[name], prepare.get(name), k, device) / k * 1e3)
     return out
+
+
+def _timed(fn: Callable[[], object], before: Callable[[], object] | None, k: int, device) -> float:
+    """Seconds spent in ``k`` calls of ``fn`` (``before`` runs untimed ahead of each)."""
+    if before is None:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        _sync(device)
+        return time.perf_counter() - t0
+    total = 0.0
+    for _ in range(k):
+        before()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        total += time.perf_counter() - t0
+    return total
 
 
 def copy_bandwidth(numel: int, device: torch.device, dtype: torch.dtype, repeat: int) -> float:
@@ -179,6 +199,8 @@ def make(impl: str, key: str, params: list) -> torch.optim.Optimizer:
     if impl == "descent-rebuilt":
         cls(params, **kw).step()  # an earlier optimizer re-homed the params and stepped
         return cls(params, **kw)
+    if impl == "deepspeed":
+        return _deepspeed(key, params, kw)
     if torch_name is None:
         raise NotImplementedError("torch.optim has no such optimizer")
     variants = {
@@ -190,28 +212,71 @@ def make(impl: str, key: str, params: list) -> torch.optim.Optimizer:
     return getattr(torch.optim, torch_name)(params, **kw, **variants[impl])
 
 
+def _deepspeed(key: str, params: list, kw: dict) -> torch.optim.Optimizer:
+    """DeepSpeed's CPU Adam (C++ SIMD, reads gradients where they lie), for Adam/AdamW."""
+    if key not in ("adam", "adamw") or params[0].device.type != "cpu":
+        raise NotImplementedError("DeepSpeedCPUAdam: Adam/AdamW on the CPU only")
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception as exc:  # not installed, or its op does not build here
+        raise NotImplementedError(f"deepspeed unavailable ({type(exc).__name__})") from None
+    decay = kw.get("weight_decay", 1e-2 if key == "adamw" else 0.0)
+    return DeepSpeedCPUAdam(params, weight_decay=decay, adamw_mode=key == "adamw")
+
+
 def contend(
-    key: str, shapes: Sequence[tuple[int, ...]], impls: Sequence[str], device, dtype, rounds: int
+    key: str,
+    shapes: Sequence[tuple[int, ...]],
+    impls: Sequence[str],
+    device,
+    dtype,
+    rounds: int,
+    fresh: bool = False,
 ) -> dict[str, list[float] | str]:
-    """Per contender: ms/step of each alternated round, or why it could not run."""
+    """Per contender: ms/step of each alternated round, or why it could not run.
+    ``fresh``: every step gets new gradient tensors, as after ``zero_grad()`` and backward
+    (two sets alternate; assigning them is not timed)."""
     steps: dict[str, Callable[[], object]] = {}
+    prepare: dict[str, Callable[[], object]] = {}
     out: dict[str, list[float] | str] = {}
     keep = []
     for impl in impls:
         ps = params(shapes, device, dtype)
         try:
             opt = make(impl, key, ps)
-            for _ in range(3):  # state allocated, grads in place, caches warm
+            if fresh:
+                prepare[impl] = _fresh_grads(ps)
+            for _ in range(3):  # state allocated, caches warm
+                if fresh:
+                    prepare[impl]()
                 opt.step()
         except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
             out[impl] = str(exc).split("\n")[0][:80]
+            prepare.pop(impl, None)
             continue
         keep.append((opt, ps))
         steps[impl] = opt.step
-    out.update(race(steps, device, rounds))
-    del keep, steps
+    out.update(race(steps, device, rounds, prepare=prepare))
+    del keep, steps, prepare
     gc.collect()
     return out
+
+
+def _fresh_grads(ps: list) -> Callable[[], None]:
+    """Assigns one of two sets of gradient tensors the optimizer has not been given the
+    step before: what backward leaves after ``zero_grad()``."""
+    gen = torch.Generator(device=ps[0].device).manual_seed(1)
+    sets = [
+        [torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 1e-3 for p in ps] for _ in "ab"
+    ]
+    turn = [0]
+
+    def give() -> None:
+        for p, g in zip(ps, sets[turn[0] % 2]):
+            p.grad = g
+        turn[0] += 1
+
+    return give
 
 
 def warm_kernels(key: str, device: torch.device, dtype: torch.dtype, log: Callable[[str], None]) -> None:

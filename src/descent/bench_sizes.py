@@ -64,6 +64,8 @@ SIZES: dict[str, list[tuple[int, ...]]] = {
 }
 
 CONTENDERS = ("descent", "descent-rebuilt", "torch-forloop", "torch-foreach", "torch-fused")
+#: with fresh gradients every step (a rebuilt optimizer reads them the same way)
+FRESH_CONTENDERS = ("descent", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SizesReport:
     python: str
     threads: int
     rounds: int
+    #: "in place" (the optimizer's own buffer) or "fresh every step" (zero_grad's loop)
+    grads: str = "in place"
     rows: list[Row] = field(default_factory=list)
     first_step: list[dict] = field(default_factory=list)
 
@@ -105,6 +109,7 @@ def run_sizes(
     rounds: int = 7,
     first_step: bool = True,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    fresh: bool = False,
 ) -> SizesReport:
     dev = torch.device(device)
     for key in optimizers:
@@ -126,11 +131,13 @@ def run_sizes(
         python=platform.python_version(),
         threads=torch.get_num_threads(),
         rounds=rounds,
+        grads="fresh every step" if fresh else "in place",
     )
     for key in optimizers:
         warm_kernels(key, dev, dtype, log)
         for size in sizes:
-            report.rows += _rows(key, size, contend(key, SIZES[size], impls, dev, dtype, rounds), log)
+            times = contend(key, SIZES[size], impls, dev, dtype, rounds, fresh=fresh)
+            report.rows += _rows(key, size, times, log)
     if first_step:
         for key in optimizers:
             report.first_step += first_steps(key, [(s, SIZES[s]) for s in sizes], dev, log)
@@ -160,7 +167,7 @@ def _rows(key: str, size: str, times: dict, log: Callable[[str], None]) -> list[
 def format_table(report: SizesReport) -> str:
     lines = [
         f"descent bench --sizes — {report.device}, torch {report.torch}, {report.threads} threads, "
-        f"{report.date}; median of {report.rounds} alternated rounds [min–max]",
+        f"{report.date}; gradients {report.grads}; median of {report.rounds} alternated rounds [min–max]",
         "",
     ]
     for r in report.rows:

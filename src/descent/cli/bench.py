@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bench, bench_dist, bench_sizes
+from .. import bench, bench_dist, bench_loop, bench_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,6 +25,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="the size sweep instead: transformer layouts of 1K … 51M params, alternated rounds against "
         f"torch.optim (optionally a comma-separated subset of {', '.join(bench_sizes.SIZES)})",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --sizes: give every step new gradient tensors, as zero_grad() and backward do "
+        "(default: gradients stay in place), with DeepSpeed's CPU Adam as a contender where it installs",
+    )
+    p.add_argument(
+        "--loop",
+        nargs="?",
+        const=",".join(bench_loop.MODELS),
+        default=None,
+        help="whole training loops instead (zero_grad, forward, backward, step): ms/iteration and "
+        f"peak memory against torch.optim (optionally a subset of {', '.join(bench_loop.MODELS)})",
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help=f"with --loop: comma-separated loop variants (default: {','.join(bench_loop.VARIANTS)})",
     )
     p.add_argument(
         "--fsdp",
@@ -59,9 +78,20 @@ def run(args: argparse.Namespace) -> int:
         if args.repeat < 1:
             raise ValueError(f"Invalid --repeat {args.repeat}")
         optimizers = keys(args.optimizers or ",".join(bench.OPTIMIZERS))
-        if args.fsdp and args.sizes is not None:
-            raise ValueError("choose one of --fsdp and --sizes")
-        if args.fsdp:
+        if sum((args.fsdp, args.sizes is not None, args.loop is not None)) > 1:
+            raise ValueError("choose one of --fsdp, --sizes and --loop")
+        if args.fresh and args.sizes is None:
+            raise ValueError("--fresh goes with --sizes")
+        if args.loop is not None:
+            loop = bench_loop.run_loop(
+                keys(args.loop),
+                keys(args.variants or ",".join(bench_loop.VARIANTS)),
+                impls=keys(args.impls or ",".join(bench_loop.LOOP_CONTENDERS)),
+                key=keys(args.optimizers)[0] if args.optimizers else "adam",
+                rounds=args.repeat,
+            )
+            text, table = bench_loop.to_json(loop), bench_loop.format_table(loop)
+        elif args.fsdp:
             fsdp = bench_dist.run_fsdp(
                 keys(args.optimizers or ",".join(bench_dist.FSDP_OPTIMIZERS)),
                 keys(args.impls or ",".join(bench_dist.FSDP_CONTENDERS)),
@@ -70,13 +100,15 @@ def run(args: argparse.Namespace) -> int:
             )
             text, table = bench_dist.to_json(fsdp), bench_dist.format_table(fsdp)
         elif args.sizes is not None:
+            default = bench_sizes.FRESH_CONTENDERS if args.fresh else bench_sizes.CONTENDERS
             sweep = bench_sizes.run_sizes(
                 optimizers,
                 keys(args.sizes),
-                impls=keys(args.impls or ",".join(bench_sizes.CONTENDERS)),
+                impls=keys(args.impls or ",".join(default)),
                 device=device,
                 rounds=args.repeat,
-                first_step=not args.no_first_step,
+                first_step=not args.no_first_step and not args.fresh,
+                fresh=args.fresh,
             )
             text, table = bench_sizes.to_json(sweep), bench_sizes.format_table(sweep)
         else:
