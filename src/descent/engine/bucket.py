@@ -41,6 +41,7 @@ class Bucket:
         self.sharded = sharded
         self.device = params[0].device
         self.dtype = params[0].dtype
+        self.device_index = params[0].get_device()
         n = len(params)
         self.numels = [p.numel() for p in params]
         self.shapes = [p.shape for p in params]

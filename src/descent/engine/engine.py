@@ -277,7 +277,8 @@ class Engine:
     def _collect(self, b: Bucket, name: Callable[[Tensor], str]) -> Grads | None:
         if b.sharded:
             grads = [p.grad for p in b.params]
-            return Grads(None if None not in grads else [g is not None for g in grads], grads)
+            has = [g is not None for g in grads]
+            return Grads(None if all(has) else has, grads)
         return collect(b, self.name, name)
 
     def _items(self, b: Bucket, a: int, c: int, gr: Grads | None) -> list:

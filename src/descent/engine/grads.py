@@ -21,6 +21,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import torch
 from torch import Tensor
@@ -37,6 +38,11 @@ STAGE = 1 << 18
 
 _grad = operator.attrgetter("grad")
 _shape = operator.attrgetter("shape")
+_dtype = operator.attrgetter("dtype")
+_layout = operator.attrgetter("layout")
+_device_index = Tensor.get_device  # an int (-1: the CPU); .device would build an object each
+_is_not = operator.is_not
+_STRIDED = {torch.strided}
 _data_ptr = Tensor.data_ptr
 
 #: A piece of a run: what one kernel call reads (see the module's docstring).
@@ -88,16 +94,20 @@ def collect(b: Bucket, who: str, name: Namer) -> Grads:
         return Grads(None, None)
     params = b.params
     grads = list(map(_grad, params))
-    if None in grads:
-        has = [g is not None for g in grads]
+    has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
+    if False in has:
         idx = [i for i, h in enumerate(has) if h]
         given, mine, shapes = [grads[i] for i in idx], [params[i] for i in idx], [b.shapes[i] for i in idx]
     else:
         has, given, mine, shapes = None, grads, params, b.shapes
     # The bucket's params share one dtype and device: one set of (dtype, device, layout)
     # and the shapes catch every wrong gradient, before anything is written.
-    kinds = {(g.dtype, g.device, g.layout) for g in given}
-    if kinds - {(b.dtype, b.device, torch.strided)} or list(map(_shape, given)) != shapes:
+    if given and (
+        set(map(_dtype, given)) != {b.dtype}
+        or set(map(_layout, given)) != _STRIDED
+        or set(map(_device_index, given)) != {b.device_index}
+        or list(map(_shape, given)) != shapes
+    ):
         _check_all(who, name, given, mine)
     if not b.flat:
         return Grads(has, grads)
