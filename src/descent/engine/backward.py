@@ -15,6 +15,9 @@ communication hook, after each gradient bucket's all-reduce, on the averaged buc
 
 from __future__ import annotations
 
+import ctypes
+import platform
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,13 +28,35 @@ from torch import Tensor
 from .grads import LARGE, STAGE, Grads, check_grad
 
 
+def return_freed_memory() -> bool:
+    """Have glibc hand freed large blocks back to the OS (CPU processes on Linux).
+
+    glibc raises its mmap threshold each time a large mmap'ed block is freed, after which
+    blocks that size come from the heap and stay there when freed: gradients freed one by
+    one inside backward would keep the process's resident memory where it was (measured on
+    a 50 M-param Adam loop: peak RSS 988 MB instead of 828 MB). Setting the threshold pins
+    it (to glibc's initial 128 KiB), so each freed gradient's memory is returned at once.
+    The cost is page faults when backward allocates the next gradients. True when set."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+
+
+_M_MMAP_THRESHOLD = -3
+
+
 class BackwardSteps:
     """Hooks that step ``engine``'s params as their gradients arrive.
 
     ``groups()`` and ``state()`` give the param groups and the state mapping at the time
     of each backward (so schedulers and edits between steps act as usual); ``stepped()``
     is called after each backward's last update. ``ddp``: the DistributedDataParallel
-    module whose averaged gradient buckets to step from."""
+    module whose averaged gradient buckets to step from. ``release``: see
+    :func:`return_freed_memory`."""
 
     def __init__(
         self,
@@ -40,6 +65,7 @@ class BackwardSteps:
         state: Callable[[], dict],
         stepped: Callable[[], None],
         ddp: Any = None,
+        release: bool = True,
     ):
         if engine.guard:
             raise ValueError(
@@ -60,6 +86,8 @@ class BackwardSteps:
         self._end()
         if ddp is not None:
             self._hook_ddp(ddp)
+        elif release:
+            return_freed_memory()
         arrived = self._started if ddp is not None else self._arrived
         self.handles = [p.register_post_accumulate_grad_hook(arrived) for p in params]
 

@@ -209,10 +209,16 @@ class Bucket:
         as its ``.grad`` (``zero_grad(set_to_none=False)``): backward then accumulates
         into the buffer and the step reads it in one pass."""
         if self.G is None:
+            had = [p.grad is not None for p in self.params]
+            for p in self.params:  # free the old gradients before the buffer takes their place
+                p.grad = None
             G = staggered(self.size, 1, 0.0, dtype=self.dtype, device=self.device)
             self._use_grads(G, [self.view(G, i) for i in range(len(self.params))])
-        else:
-            self.G.zero_()
+            for p, v, h in zip(self.params, self.gviews, had):
+                if h:
+                    p.grad = v
+            return
+        self.G.zero_()
         for p, v in zip(self.params, self.gviews):
             if p.grad is not None and p.grad is not v:
                 p.grad = v

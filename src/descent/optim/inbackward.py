@@ -23,7 +23,9 @@ class InBackward:
             self.optimizer._in_backward = None
 
 
-def step_in_backward(model: torch.nn.Module | None, optimizer: RuleOptimizer) -> InBackward:
+def step_in_backward(
+    model: torch.nn.Module | None, optimizer: RuleOptimizer, *, release_memory: bool = True
+) -> InBackward:
     """Make ``optimizer`` step each param inside backward, as soon as its gradient is
     complete, and free that gradient: a training step then never holds a full set of
     gradients (peak memory falls by up to their size). The numbers are those of
@@ -40,6 +42,11 @@ def step_in_backward(model: torch.nn.Module | None, optimizer: RuleOptimizer) ->
     ``GradScaler`` (its unscale and inf check come after backward; ``scaler.step``
     raises), ``skip_nonfinite=True`` (refused here), and gradient accumulation over
     several backward calls (each backward is a step).
+
+    ``release_memory`` (CPU, Linux): pin glibc's mmap threshold so that each gradient
+    freed inside backward goes back to the OS at once; without it glibc keeps the freed
+    blocks and the process's resident memory does not fall (a process-wide allocator
+    setting; see ``descent.engine.backward.return_freed_memory``).
     """
     if not isinstance(optimizer, RuleOptimizer):
         raise TypeError(f"step_in_backward needs a descent optimizer, got {type(optimizer).__name__}")
@@ -57,6 +64,8 @@ def step_in_backward(model: torch.nn.Module | None, optimizer: RuleOptimizer) ->
         lambda: optimizer.state,
         lambda: _stepped(optimizer),
         ddp=ddp,
+        release=release_memory
+        and any(p.device.type == "cpu" for g in optimizer.param_groups for p in g["params"]),
     )
     handle = InBackward(optimizer, steps)
     optimizer._in_backward = handle
