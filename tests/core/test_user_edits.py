@@ -168,6 +168,18 @@ def add_group_after_surgery(opt, ps, spare, k):
         opt.add_param_group({"params": spare, "lr": 0.01})
 
 
+def append_group_directly(opt, ps, spare, k):
+    if k == EDIT_AT:  # bypassing add_param_group, as some code does
+        opt.param_groups.append({**opt.param_groups[0], "params": list(spare), "lr": 0.01})
+
+
+def delete_group(opt, ps, spare, k):
+    if k == 1:
+        opt.add_param_group({"params": spare})
+    if k == EDIT_AT:
+        del opt.param_groups[0]
+
+
 EDITS = [
     replace_state_tensors,
     replace_then_edit_in_place,
@@ -188,6 +200,8 @@ EDITS = [
     defaults_then_new_group,
     hook_midrun,
     add_group_after_surgery,
+    append_group_directly,
+    delete_group,
 ]
 
 
