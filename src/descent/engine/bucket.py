@@ -187,6 +187,8 @@ class Bucket:
         g = self.params[0].grad
         if g is None or (self.gviews and (g is self.gviews[0] or g.data_ptr() == self.gptrs[0])):
             return False
+        if not g._is_view() and g.untyped_storage().nbytes() == g.numel() * g.element_size():
+            return False  # a gradient of its own (backward's): not a window of a shared buffer
         shared = tile(self.params[0])
         if shared is None or (self.G is not None and shared == self.G.untyped_storage().data_ptr()):
             return False

@@ -206,7 +206,7 @@ def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
 def _read(b: Bucket, i: int, g: Tensor) -> Tensor:
     """Param ``i``'s gradient as a 1-D window over its memory, laid out as the param is."""
     p = b.params[i]
-    if g.stride() == p.stride() and dense(g):
+    if g.stride() == p.stride() and (g.is_contiguous() or dense(g)):
         return window(g, 0, g.numel())
     # another layout (rare: autograd lays gradients out like their params): a copy that is
     if b.numels[i] <= STAGE and b.staging is not None and b.staging.numel() >= b.numels[i]:
