@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench", "warmup", "cache")
+SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "playground", "bench", "warmup", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

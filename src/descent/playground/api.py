@@ -26,6 +26,8 @@ from .simulate import Trace, race
 
 #: Contour grid: this many samples along the window's longer side.
 GRID = 200
+#: The race a page opens with: the notes' plain, heavy-ball, per-coordinate and Adam steps.
+INITIAL = ("sgd", "momentum", "rmsprop", "adam")
 #: Races kept, per run: a slider moved on one optimizer recomputes that one only.
 CACHE = 256
 
@@ -100,6 +102,7 @@ def catalog() -> dict[str, Any]:
         "surfaces": [describe_surface(s) for s in surfaces.SURFACES.values()],
         "optimizers": [describe_optimizer(e) for e in _catalog.ENTRIES],
         "notes": list(_catalog.NOTES),
+        "initial": [k for k in INITIAL if k in _catalog.BY_KEY],
         "limits": {
             "max_steps": requests.MAX_STEPS,
             "max_runs": requests.MAX_RUNS,
