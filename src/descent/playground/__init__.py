@@ -16,7 +16,17 @@ measurement.
 
 from __future__ import annotations
 
-from .api import Playground
-from .server import PlaygroundServer
+import importlib
+from typing import Any
+
+# Loaded on first use, so ``python -m descent.playground.formulas`` runs its module once.
+_LAZY = {"Playground": ".api", "PlaygroundServer": ".server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Playground", "PlaygroundServer"]

@@ -33,10 +33,11 @@ CACHE = 256
 
 
 def _finite(a: np.ndarray) -> list:
-    """An array as nested lists, NaN/inf as null (JSON has no NaN)."""
-    out = a.astype(object)
-    out[~np.isfinite(a)] = None
-    return out.tolist()
+    """Values (frames,) or points (frames, 2) as lists, a value or point that is not
+    finite as null (JSON has no NaN)."""
+    ok = np.isfinite(a) if a.ndim == 1 else np.isfinite(a).all(axis=1)
+    rows = a.tolist()
+    return [row if good else None for row, good in zip(rows, ok.tolist())]
 
 
 def _json(value: Any) -> Any:

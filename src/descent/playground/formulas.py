@@ -198,7 +198,7 @@ def markdown() -> str:
         formula = FORMULAS.get(entry.key)
         if formula is None:
             continue
-        update = "<br>".join(f"`{line}`" for line in formula.lines)
+        update = "<br>".join("`" + line.replace("|", "\\|") + "`" for line in formula.lines)
         out.append(f"| {entry.label} (`{entry.key}`) | {update} | {formula.row or '—'} |")
     return "\n".join(out)
 

@@ -89,7 +89,21 @@ def race(surface: Surface, specs: list[RunSpec], steps: int) -> list[Trace]:
                 stopped[alive[j]] = t + 1
         alive = [i for j, i in enumerate(alive) if not out[j]]
     xy, loss, grad = _unstack(frames, n, steps)
-    return _traces(surface, specs, xy, loss, grad, [_stack(s, steps) for s in states], stopped, escaped)
+    stacked = [_stack(s, steps) for s in states]
+    for opt, store in zip(opts, stacked):
+        _initial(opt, store)
+    return _traces(surface, specs, xy, loss, grad, stacked, stopped, escaped)
+
+
+def _initial(opt: torch.optim.Optimizer, store: dict[str, torch.Tensor]) -> None:
+    """Frame 0: each state buffer's value before the first step, as the rule fills it
+    (zeros; Adagrad's initial accumulator; NAdam's product of μ starts at 1)."""
+    chain = opt.chain(opt.param_groups[0])
+    for key, series in store.items():
+        if key in chain.state:
+            series[0] = chain.fill(key, opt.param_groups[0])
+        elif key in chain.host:
+            series[0] = chain.host_init(key)
 
 
 def _snapshot(state: dict) -> dict[str, torch.Tensor]:

@@ -50,7 +50,8 @@ const App = {
     await this.loadSurface();
     this.refresh();
     window.addEventListener("resize", () => { this.bg = null; this.render(); });
-    if (this.catalog.tune_on_load !== false) this.tuneAll();
+    // ?tune=0 opens with the default settings (tests, and anyone who wants them)
+    if (new URLSearchParams(location.search).get("tune") !== "0") this.tuneAll();
   },
 
   scene() {
