@@ -45,6 +45,8 @@ const App = {
     this.backend = backend;
     this.catalog = await backend.catalog();
     this.byKey = Object.fromEntries(this.catalog.optimizers.map((o) => [o.key, o]));
+    const keys = this.catalog.surfaces.map((s) => s.key);
+    if (!keys.includes(this.state.surface)) this.state.surface = keys[0];
     UI.build(this);
     for (const key of this.catalog.initial || ["sgd", "momentum", "adam", "rmsprop"]) this.addRun(key, false);
     await this.loadSurface();

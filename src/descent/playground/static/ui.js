@@ -139,7 +139,7 @@ const UI = {
       else body.append(this.slider(app, run, name, null));
     }
     const card = el("div", { class: "card", "data-run": run.id, "data-key": run.key }, head, body,
-      el("div", { class: "card-note muted" }), el("div", { class: "card-status" }));
+      el("div", { class: "card-note muted" }, run.note || ""), el("div", { class: "card-status" }));
     card.style.borderLeftColor = o.color;
     return card;
   },
@@ -164,6 +164,7 @@ const UI = {
   },
 
   cardNote(run, text) {
+    run.note = text;
     const n = $(`.card[data-run="${run.id}"] .card-note`);
     if (n) n.textContent = text;
   },
