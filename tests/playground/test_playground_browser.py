@@ -67,7 +67,9 @@ class Page:
         self.page.goto(url)
 
     def settle(self, requests):
-        self.page.wait_for_function(f"window.App && App.requests >= {requests} && !App.inflight", timeout=60_000)
+        self.page.wait_for_function(
+            f"window.App && App.requests >= {requests} && !App.inflight", timeout=60_000
+        )
 
     def js(self, expr):
         return self.page.evaluate(expr)
@@ -101,7 +103,9 @@ def test_moving_the_lr_slider_redraws_a_different_path(page):
     before = page.js("JSON.stringify(App.result.runs[0].xy)")
     done = page.js("App.requests")
     slider = page.page.locator('.card[data-key="sgd"] input[type=range][data-name="lr"]')
-    slider.evaluate("(el) => { el.value = String(Number(el.value) + 150); el.dispatchEvent(new Event('input')); }")
+    slider.evaluate(
+        "(el) => { el.value = String(Number(el.value) + 150); el.dispatchEvent(new Event('input')); }"
+    )
     page.settle(done + 1)
     after = page.js("JSON.stringify(App.result.runs[0].xy)")
     assert after != before
@@ -162,7 +166,22 @@ def test_the_quadratic_shows_its_theory(page):
 
 def test_the_static_export_loads_from_a_file(browser, tmp_path):
     out = tmp_path / "site"
-    assert main(["playground", "--export", str(out), "--surfaces", "saddle", "--optimizers", "sgd,adam", "--lrs", "3"]) == 0
+    assert (
+        main(
+            [
+                "playground",
+                "--export",
+                str(out),
+                "--surfaces",
+                "saddle",
+                "--optimizers",
+                "sgd,adam",
+                "--lrs",
+                "3",
+            ]
+        )
+        == 0
+    )
     p = Page(browser, (out / "index.html").as_uri())
     # the first race, then the tuned settings of both (the grid's centre)
     p.page.wait_for_function(

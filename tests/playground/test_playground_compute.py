@@ -72,7 +72,11 @@ def test_noise_and_racing_together_change_nothing(app):
     """Runs raced together with noise equal each one run alone by landscapes' loop
     (the same seeded noise, one gradient each)."""
     body = {"surface": "rosenbrock", "steps": 80, "noise": 0.5, "seed": 3}
-    opts = [{"key": "sgd", "lr": 1e-3}, {"key": "adam", "lr": 0.02}, {"key": "momentum", "lr": 1e-3, "momentum": 0.5}]
+    opts = [
+        {"key": "sgd", "lr": 1e-3},
+        {"key": "adam", "lr": 0.02},
+        {"key": "momentum", "lr": 1e-3, "momentum": 0.5},
+    ]
     res = api.Playground().race({**body, "optimizers": opts})
     noisy = surfaces.get("rosenbrock").noisy(0.5, seed=3)
     for run, o in zip(res["runs"], opts):
@@ -89,7 +93,11 @@ def test_theory_is_the_textbook(app):
     s = math.sqrt(3 * kappa + 1)
     want = {
         "gd": (2 / (L + mu), 0.0, (kappa - 1) / (kappa + 1)),
-        "heavy_ball": (4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, ((sk - 1) / (sk + 1)) ** 2, (sk - 1) / (sk + 1)),
+        "heavy_ball": (
+            4 / (math.sqrt(L) + math.sqrt(mu)) ** 2,
+            ((sk - 1) / (sk + 1)) ** 2,
+            (sk - 1) / (sk + 1),
+        ),
         "nag": (4 / (3 * L + mu), (s - 2) / (s + 2), 1 - 2 / s),
     }
     th = res["theory"]
@@ -97,12 +105,23 @@ def test_theory_is_the_textbook(app):
     for m in th["methods"]:
         assert (m["lr"], m["momentum"], m["rate"]) == pytest.approx(want[m["method"]], rel=1e-12)
     # GD's rate at its own step: max |1 − α λ| over the two curvatures
-    assert th["runs"][0] == {"method": "gd", "predicted": pytest.approx(max(abs(1 - 0.1 * mu), abs(1 - 0.1 * L))), "measured": pytest.approx(1 - 0.1 * mu, rel=1e-6)}
+    assert th["runs"][0] == {
+        "method": "gd",
+        "predicted": pytest.approx(max(abs(1 - 0.1 * mu), abs(1 - 0.1 * L))),
+        "measured": pytest.approx(1 - 0.1 * mu, rel=1e-6),
+    }
 
 
 def test_heavy_ball_rate_at_any_setting(app):
     """β = 0.9, α = 0.1 on κ = 20: both curvatures give complex eigenvalues of modulus √β."""
-    res = app.race({"surface": "quadratic", "kappa": 20, "steps": 400, "optimizers": [{"key": "momentum", "lr": 0.1, "momentum": 0.9}]})
+    res = app.race(
+        {
+            "surface": "quadratic",
+            "kappa": 20,
+            "steps": 400,
+            "optimizers": [{"key": "momentum", "lr": 0.1, "momentum": 0.9}],
+        }
+    )
     run = res["theory"]["runs"][0]
     assert run["method"] == "heavy_ball"
     assert run["predicted"] == pytest.approx(math.sqrt(0.9), rel=1e-12)
@@ -112,9 +131,14 @@ def test_heavy_ball_rate_at_any_setting(app):
 @pytest.mark.parametrize("angle", [0.0, 35.0])
 def test_measured_rates_meet_the_theory(app, angle):
     kappa = 30.0
-    methods = app.race({"surface": "quadratic", "kappa": kappa, "optimizers": [{"key": "sgd"}]})["theory"]["methods"]
+    methods = app.race({"surface": "quadratic", "kappa": kappa, "optimizers": [{"key": "sgd"}]})["theory"][
+        "methods"
+    ]
     keys = {"gd": "sgd", "heavy_ball": "momentum", "nag": "nag"}
-    opts = [{"key": keys[m["method"]], "lr": m["lr"], **({"momentum": m["momentum"]} if m["momentum"] else {})} for m in methods]
+    opts = [
+        {"key": keys[m["method"]], "lr": m["lr"], **({"momentum": m["momentum"]} if m["momentum"] else {})}
+        for m in methods
+    ]
     res = app.race({"surface": "quadratic", "kappa": kappa, "angle": angle, "steps": 400, "optimizers": opts})
     for m, run in zip(methods, res["theory"]["runs"]):
         # a double eigenvalue at the optimum: eigvals finds it to about √(machine ε)
@@ -134,7 +158,13 @@ def test_the_turned_quadratic_has_the_same_curvatures():
 
 
 def test_a_diverging_run_is_shown_as_diverged(app):
-    res = app.race({"surface": "rosenbrock", "steps": 100, "optimizers": [{"key": "sgd", "lr": 1.0}, {"key": "adam", "lr": 0.01}]})
+    res = app.race(
+        {
+            "surface": "rosenbrock",
+            "steps": 100,
+            "optimizers": [{"key": "sgd", "lr": 1.0}, {"key": "adam", "lr": 0.01}],
+        }
+    )
     bad, good = res["runs"]
     assert bad["diverged"] and bad["stopped_at"] is not None and bad["stopped_at"] < 20
     assert all(p is None for p in bad["xy"][bad["stopped_at"] :])
@@ -177,7 +207,11 @@ def test_tuned_is_the_landscapes_rule(app):
 
 
 def test_a_cached_run_is_reused(app):
-    body = {"surface": "booth", "steps": 40, "optimizers": [{"key": "sgd", "lr": 0.01}, {"key": "adam", "lr": 0.1}]}
+    body = {
+        "surface": "booth",
+        "steps": 40,
+        "optimizers": [{"key": "sgd", "lr": 0.01}, {"key": "adam", "lr": 0.1}],
+    }
     first = app.race(body)
     body["optimizers"][1]["lr"] = 0.2
     scene, specs = api.requests.scene(body), api.requests.runs(body)
@@ -195,7 +229,9 @@ def test_formulas_use_what_the_optimizer_has(entry):
     if template is None:
         assert entry.key not in catalog.NOTES, "the notes' optimizers each have a formula"
         return
-    used = {p["key"] for line in template["lines"] for p in line if isinstance(p, dict) and p["src"] == "state"}
+    used = {
+        p["key"] for line in template["lines"] for p in line if isinstance(p, dict) and p["src"] == "state"
+    }
     assert shown <= used, f"{entry.key}: state {shown - used} is not in its formula"
     for line in template["lines"]:
         for p in line:

@@ -35,7 +35,9 @@ def get(srv, path):
 
 def post(srv, path, body):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(srv.url.rstrip("/") + path, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        srv.url.rstrip("/") + path, data=data, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -82,7 +84,9 @@ def test_catalog_lists_every_optimizer_and_surface(server):
 
 
 def test_race_and_errors_over_http(server):
-    status, data = post(server, "/api/race", {"surface": "saddle", "optimizers": [{"key": "adam", "lr": 0.05}]})
+    status, data = post(
+        server, "/api/race", {"surface": "saddle", "optimizers": [{"key": "adam", "lr": 0.05}]}
+    )
     assert status == 200 and data["runs"][0]["reached_at"] is not None  # escaped the saddle
     status, data = post(server, "/api/race", {"surface": "saddle", "optimizers": [{"key": "adam", "lr": -2}]})
     assert status == 400 and "lr = -2" in data["error"]
@@ -95,7 +99,9 @@ def test_race_and_errors_over_http(server):
 
 
 def test_the_command_serves_until_stopped():
-    args = argparse.Namespace(port="0", no_browser=True, verbose=False, export=None, surfaces=None, optimizers=None, lrs="5")
+    args = argparse.Namespace(
+        port="0", no_browser=True, verbose=False, export=None, surfaces=None, optimizers=None, lrs="5"
+    )
     seen = {}
 
     def ready(srv):
@@ -124,16 +130,39 @@ def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
 
 def test_export_writes_a_page_that_says_what_it_holds(tmp_path, capsys):
     out = tmp_path / "site"
-    assert main(["playground", "--export", str(out), "--surfaces", "booth,quadratic-turned", "--optimizers", "sgd,momentum,adam", "--lrs", "3"]) == 0
+    assert (
+        main(
+            [
+                "playground",
+                "--export",
+                str(out),
+                "--surfaces",
+                "booth,quadratic-turned",
+                "--optimizers",
+                "sgd,momentum,adam",
+                "--lrs",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert (out / "index.html").is_file() and (out / "data" / "booth.js").is_file()
     index = (out / "data" / "index.js").read_text()
     data = json.loads(index.split("=", 1)[1].rstrip().rstrip(";"))
     assert [s["id"] for s in data["scenes"]] == ["booth", "quadratic-turned"]
-    assert "computed ahead of time" in data["description"] and "10^k for k in {-0.5, 0, 0.5}" in data["description"]
-    scene = json.loads((out / "data" / "quadratic-turned.js").read_text().split("] = ", 1)[1].rstrip().rstrip(";"))
+    assert (
+        "computed ahead of time" in data["description"]
+        and "10^k for k in {-0.5, 0, 0.5}" in data["description"]
+    )
+    scene = json.loads(
+        (out / "data" / "quadratic-turned.js").read_text().split("] = ", 1)[1].rstrip().rstrip(";")
+    )
     # 3 learning rates for SGD, × 3 momentum values, × 4 beta pairs
     assert [len(scene["runs"][k]) for k in ("sgd", "momentum", "adam")] == [3, 9, 12]
     tuned = scene["tuned"]["adam"]
-    assert any(r["settings"]["lr"] == tuned["lr"] and r["settings"]["betas"] == tuned["betas"] for r in scene["runs"]["adam"])
+    assert any(
+        r["settings"]["lr"] == tuned["lr"] and r["settings"]["betas"] == tuned["betas"]
+        for r in scene["runs"]["adam"]
+    )
     assert scene["theory"]["methods"][1]["method"] == "heavy_ball"
     assert "wrote" in capsys.readouterr().out

@@ -25,10 +25,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", default="0", help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--verbose", action="store_true", help="log every request")
-    p.add_argument("--export", metavar="DIR", help="write a static page with a precomputed grid to DIR and exit")
-    p.add_argument("--surfaces", help="--export: comma list of scenes (default: every surface, two more quadratics)")
+    p.add_argument(
+        "--export", metavar="DIR", help="write a static page with a precomputed grid to DIR and exit"
+    )
+    p.add_argument(
+        "--surfaces", help="--export: comma list of scenes (default: every surface, two more quadratics)"
+    )
     p.add_argument("--optimizers", help="--export: comma list of optimizer keys (default: the notes' set)")
-    p.add_argument("--lrs", default="5", help="--export: learning rates per setting around the tuned one (default 5)")
+    p.add_argument(
+        "--lrs", default="5", help="--export: learning rates per setting around the tuned one (default 5)"
+    )
     return p
 
 

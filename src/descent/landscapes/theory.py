@@ -91,7 +91,9 @@ def rate_at(lr: float, momentum: float, nesterov: bool, curvatures: tuple[float,
     """The asymptotic rate of GD / heavy ball / Nesterov at any setting on a quadratic
     whose Hessian has eigenvalues ``curvatures``: the largest eigenvalue modulus of the
     iteration over them (above 1: it diverges)."""
-    return max(float(np.abs(np.linalg.eigvals(step_matrix(lr, momentum, nesterov, x))).max()) for x in curvatures)
+    return max(
+        float(np.abs(np.linalg.eigvals(step_matrix(lr, momentum, nesterov, lam))).max()) for lam in curvatures
+    )
 
 
 def spectral_radius(method: str, kappa: float, mu: float = 1.0, points: int = 401) -> float:

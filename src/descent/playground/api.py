@@ -53,7 +53,14 @@ def _settings(entry: _catalog.Entry, hyper: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in {**entry.defaults, **hyper}.items():
         v = _json(value)
-        if v is not None and name not in ("flat", "compile", "foreach", "fused", "capturable", "differentiable"):
+        if v is not None and name not in (
+            "flat",
+            "compile",
+            "foreach",
+            "fused",
+            "capturable",
+            "differentiable",
+        ):
             out[name] = v
     return out
 

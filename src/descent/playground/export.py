@@ -43,7 +43,8 @@ def scenes(text: str | None = None) -> list[tuple[str, str, Scene]]:
     keys = list(known) if text is None else [k.strip().lower() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in known]
     if unknown or not keys:
-        raise ValueError(f"--surfaces: unknown scene {', '.join(map(repr, unknown)) or repr(text)}; choose from: {', '.join(known)}")
+        named = ", ".join(map(repr, unknown)) or repr(text)
+        raise ValueError(f"--surfaces: unknown scene {named}; choose from: {', '.join(known)}")
     return [(k, *known[k]) for k in keys]
 
 
@@ -165,7 +166,9 @@ def write(
         log(f"computing {title} …")
         data = scene_data(app, scene, entries, lrs)
         (folder / "data" / f"{sid}.js").write_text(_script("PLAYGROUND_SCENES", data, sid), encoding="utf-8")
-        meta.append({"id": sid, "title": title, "surface": {k: v for k, v in data["surface"].items() if k != "grid"}})
+        meta.append(
+            {"id": sid, "title": title, "surface": {k: v for k, v in data["surface"].items() if k != "grid"}}
+        )
     cat = api.catalog()
     keys = [e.key for e in entries]
     cat["initial"] = [k for k in api.INITIAL if k in keys] or keys[:4]
@@ -176,7 +179,9 @@ def write(
         if item.is_file() and item.name != "index.html":
             (folder / item.name).write_bytes(item.read_bytes())
     page = (static / "index.html").read_text(encoding="utf-8")
-    page = page.replace('<script src="draw.js">', '<script src="data/index.js"></script>\n<script src="draw.js">', 1)
+    page = page.replace(
+        '<script src="draw.js">', '<script src="data/index.js"></script>\n<script src="draw.js">', 1
+    )
     path = folder / "index.html"
     path.write_text(page, encoding="utf-8")
     shutil.rmtree(folder / "__pycache__", ignore_errors=True)

@@ -54,7 +54,9 @@ FORMULAS: dict[str, Formula] = {
         ),
         "`Adadelta(p, lr=1.0, rho=ρ, eps=ε)`",
     ),
-    "rmsprop": Formula(("v ← α·v + (1 − α)·g²", "θ ← θ − η·g/(√v + ε)"), "`RMSprop(p, lr=η, alpha=ρ, eps=ε)`"),
+    "rmsprop": Formula(
+        ("v ← α·v + (1 − α)·g²", "θ ← θ − η·g/(√v + ε)"), "`RMSprop(p, lr=η, alpha=ρ, eps=ε)`"
+    ),
     "adam": Formula((*_ADAM_MOMENTS, *_ADAM_STEP), "`Adam(p, lr=η, betas=(β₁, β₂), eps=ε)`"),
     "nadam": Formula(
         (

@@ -107,6 +107,7 @@ def overlay(kappa: float, traces: list[Trace]) -> dict[str, Any]:
         "curvatures": [mu, L],
         "methods": methods(kappa),
         "runs": [
-            {"method": method_of(t), "predicted": predicted(t, kappa), "measured": measured(t)} for t in traces
+            {"method": method_of(t), "predicted": predicted(t, kappa), "measured": measured(t)}
+            for t in traces
         ],
     }

@@ -127,7 +127,9 @@ def scene(data: Any) -> Scene:
         raise BadRequest(f"start = {start!r} is not a pair of numbers [x, y]")
     x0, x1, y0, y1 = out.base().window
     if not (x0 <= start[0] <= x1 and y0 <= start[1] <= y1):
-        raise BadRequest(f"start = {list(start)!r} is outside the surface's window [{x0:g}, {x1:g}] × [{y0:g}, {y1:g}]")
+        raise BadRequest(
+            f"start = {list(start)!r} is outside the surface's window [{x0:g}, {x1:g}] × [{y0:g}, {y1:g}]"
+        )
     return dataclasses.replace(out, start=(float(start[0]), float(start[1])))
 
 
@@ -141,7 +143,9 @@ def run_spec(item: Any, i: int) -> RunSpec:
     except ValueError:
         entry = None
     if entry is None:
-        raise BadRequest(f"optimizers[{i}]: unknown optimizer {key!r}; choose from: {', '.join(catalog.BY_KEY)}")
+        raise BadRequest(
+            f"optimizers[{i}]: unknown optimizer {key!r}; choose from: {', '.join(catalog.BY_KEY)}"
+        )
     where = f"optimizers[{i}] ({entry.key})"
     allowed = symbols.exposed(entry)
     hyper = {}

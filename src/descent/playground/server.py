@@ -85,7 +85,11 @@ class Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, body, kind)
 
     def do_POST(self) -> None:
-        routes = {"/api/surface": api.surface, "/api/race": self.server.app.race, "/api/tune": self.server.app.tune}
+        routes = {
+            "/api/surface": api.surface,
+            "/api/race": self.server.app.race,
+            "/api/tune": self.server.app.tune,
+        }
         handler = routes.get(self.path)
         if handler is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})

@@ -126,7 +126,7 @@ def _unstack(frames, n: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, to
 def _stack(snapshots: list[dict[str, torch.Tensor]], steps: int) -> dict[str, torch.Tensor]:
     """State after steps 1 … len(snapshots), at frames 1 …; NaN at frame 0 and after."""
     out = {}
-    for key, first in (snapshots[0].items() if snapshots else ()):
+    for key, first in snapshots[0].items() if snapshots else ():
         full = torch.full((steps + 1, *first.shape), math.nan, dtype=DTYPE)
         full[1 : len(snapshots) + 1] = torch.stack([s[key] for s in snapshots]).to(DTYPE)
         out[key] = full

@@ -86,7 +86,11 @@ def exposed(entry: catalog.Entry) -> list[str]:
         if name in names or name not in defaults:
             continue
         value = defaults[name]
-        if name == "eps" or (isinstance(value, tuple) and any(value)) or (not isinstance(value, tuple) and value):
+        if (
+            name == "eps"
+            or (isinstance(value, tuple) and any(value))
+            or (not isinstance(value, tuple) and value)
+        ):
             names.append(name)
     return names
 
@@ -118,7 +122,7 @@ def _number(name: str, value: Any, spec: Slider, where: str) -> float:
     too_low = x <= 0 if (spec.log and not spec.zero) else x < lo
     too_high = x >= spec.hi if spec.open_hi else x > spec.hi
     if too_low or too_high:
-        low = f"(0" if spec.log and not spec.zero else f"[{lo:g}"
+        low = "(0" if spec.log and not spec.zero else f"[{lo:g}"
         high = f"{spec.hi:g})" if spec.open_hi else f"{spec.hi:g}]"
         raise ValueError(f"{where}: {name} = {value!r} is out of range {low}, {high}")
     return x
