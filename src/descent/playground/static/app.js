@@ -135,6 +135,8 @@ const App = {
 
   setScene(change, reload = false) {
     Object.assign(this.state, change);
+    // a tuned setting belongs to the scene it was tuned on
+    for (const run of this.state.runs) run.note = "";
     if (reload && this.backend.static) this.loadSurface().then(() => this.tuneAll());
     else if (reload) this.loadSurface().then(() => this.refresh());
     else this.refresh();
