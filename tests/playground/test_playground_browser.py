@@ -37,11 +37,14 @@ def chromium() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # the test extra's playwright is not installed
+        pytest.skip(f"no playwright: {exc}")
     binary = chromium()
     if binary is None:
         pytest.skip("no chromium binary")
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=binary, args=ARGS)
         yield b
         b.close()
