@@ -184,8 +184,20 @@ const Draw = (() => {
     if (log) lo = Math.max(lo, hi - 16);
     if (hi - lo < 1e-9) { hi += 1; lo -= 1; }
     const m = { l: 48, r: 10, t: 10, b: 26 };
-    const px = (k) => m.l + (k / Math.max(steps, 1)) * (W - m.l - m.r);
-    const py = (y) => m.t + (1 - (Math.max(lo, Math.min(hi, y)) - lo) / (hi - lo)) * (H - m.t - m.b);
+    const plot = {
+      ctx, log, tf, lo, hi, W, H, m,
+      px: (k) => m.l + (k / Math.max(steps, 1)) * (W - m.l - m.r),
+      py: (y) => m.t + (1 - (Math.max(lo, Math.min(hi, y)) - lo) / (hi - lo)) * (H - m.t - m.b),
+    };
+    axes(plot, steps);
+    for (const env of opts.envelopes || []) envelope(plot, env, steps);
+    for (const r of runs) lossLine(plot, r, frame);
+    ctx.strokeStyle = "rgba(30,35,48,0.5)"; ctx.setLineDash([3, 3]);
+    ctx.beginPath(); ctx.moveTo(plot.px(frame), m.t); ctx.lineTo(plot.px(frame), H - m.b); ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  function axes({ ctx, log, lo, hi, W, H, m, py }, steps) {
     ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#56607a"; ctx.strokeStyle = "#e3e7ee";
     const ticks = log ? range(Math.ceil(lo), Math.floor(hi), Math.max(1, Math.ceil((hi - lo) / 6))) : niceTicks(lo, hi);
     for (const t of ticks) {
@@ -195,39 +207,37 @@ const Draw = (() => {
     ctx.fillText("step", W - m.r - 26, H - 8);
     ctx.fillText("0", m.l, H - 8);
     ctx.fillText(String(steps), W - m.r - 40, H - 20);
-    for (const env of opts.envelopes || []) {
-      ctx.save(); ctx.strokeStyle = env.color; ctx.setLineDash([5, 4]); ctx.lineWidth = 1.2; ctx.globalAlpha = 0.8;
-      ctx.beginPath();
-      let started = false;
-      for (let k = 0; k <= steps; k += Math.max(1, Math.floor(steps / 200))) {
-        const y = tf(env.at(k));
-        if (!Number.isFinite(y) || y < lo) break;
-        if (started) ctx.lineTo(px(k), py(y)); else { ctx.moveTo(px(k), py(y)); started = true; }
-      }
-      ctx.stroke(); ctx.restore();
-    }
-    for (const r of runs) {
-      ctx.save(); ctx.strokeStyle = r.color; ctx.lineWidth = 1.8; ctx.setLineDash(r.dash || []);
-      ctx.beginPath();
-      let pen = false;
-      r.loss.forEach((y, k) => {
-        if (y === null || !Number.isFinite(y) || (log && y <= 0)) { pen = false; return; }
-        if (pen) ctx.lineTo(px(k), py(tf(y))); else ctx.moveTo(px(k), py(tf(y)));
-        pen = true;
-      });
-      ctx.stroke(); ctx.restore();
-      const y = r.loss[Math.min(frame, r.loss.length - 1)];
-      if (y !== null && Number.isFinite(y) && (!log || y > 0)) {
-        ctx.fillStyle = r.color; ctx.beginPath(); ctx.arc(px(frame), py(tf(y)), 3.5, 0, 2 * Math.PI); ctx.fill();
-      }
-    }
-    ctx.strokeStyle = "rgba(30,35,48,0.5)"; ctx.setLineDash([3, 3]);
-    ctx.beginPath(); ctx.moveTo(px(frame), m.t); ctx.lineTo(px(frame), H - m.b); ctx.stroke();
-    ctx.setLineDash([]);
-    ctx.fillStyle = "#56607a";
     ctx.textAlign = "right";
     ctx.fillText(log ? "loss f(θ), log scale" : "loss f(θ)", W - m.r - 4, m.t + 12);
     ctx.textAlign = "left";
+  }
+
+  // A rate theory predicts, drawn as f₀·ρ²ᵏ (dashed) until it leaves the plot.
+  function envelope({ ctx, tf, lo, px, py }, env, steps) {
+    ctx.save(); ctx.strokeStyle = env.color; ctx.setLineDash([5, 4]); ctx.lineWidth = 1.2; ctx.globalAlpha = 0.8;
+    ctx.beginPath();
+    let started = false;
+    for (let k = 0; k <= steps; k += Math.max(1, Math.floor(steps / 200))) {
+      const y = tf(env.at(k));
+      if (!Number.isFinite(y) || y < lo) break;
+      if (started) ctx.lineTo(px(k), py(y)); else { ctx.moveTo(px(k), py(y)); started = true; }
+    }
+    ctx.stroke(); ctx.restore();
+  }
+
+  function lossLine({ ctx, log, tf, px, py }, r, frame) {
+    const ok = (y) => y !== null && Number.isFinite(y) && (!log || y > 0);
+    ctx.save(); ctx.strokeStyle = r.color; ctx.lineWidth = 1.8; ctx.setLineDash(r.dash || []);
+    ctx.beginPath();
+    let pen = false;
+    r.loss.forEach((y, k) => {
+      if (!ok(y)) { pen = false; return; }
+      if (pen) ctx.lineTo(px(k), py(tf(y))); else ctx.moveTo(px(k), py(tf(y)));
+      pen = true;
+    });
+    ctx.stroke(); ctx.restore();
+    const y = r.loss[Math.min(frame, r.loss.length - 1)];
+    if (ok(y)) { ctx.fillStyle = r.color; ctx.beginPath(); ctx.arc(px(frame), py(tf(y)), 3.5, 0, 2 * Math.PI); ctx.fill(); }
   }
 
   function range(a, b, step) {
