@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "bench", "warmup", "cache")
+SUBCOMMANDS = ("arena", "animate", "gallery", "theory", "playground", "bench", "warmup", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("descent.cli."):
                 continue
-            why = f"needs the package {exc.name!r}: pip install 'descent[arena]'"
+            why = f"needs the package {exc.name!r}: pip install 'descent-optim[arena]'"
             stub = sub.add_parser(name, help=f"(unavailable: {why})")
             stub.set_defaults(_run=lambda args, why=why, name=name: _missing(name, why))
             continue

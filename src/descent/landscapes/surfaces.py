@@ -155,24 +155,46 @@ def monkey_saddle(x: Tensor, y: Tensor) -> Tensor:
     return x**3 - 3 * x * y**2
 
 
-def _quadratic_fn(kappa: float) -> Callable[[Tensor, Tensor], Tensor]:
-    def f(x: Tensor, y: Tensor) -> Tensor:
-        return x**2 / kappa + y**2
+def _quadratic_fn(kappa: float, angle: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
+    if angle == 0.0:
 
-    return f
+        def f(x: Tensor, y: Tensor) -> Tensor:
+            return x**2 / kappa + y**2
+
+        return f
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+
+    def rotated(x: Tensor, y: Tensor) -> Tensor:
+        # the same bowl with its axes turned by ``angle``: u, v are the coordinates
+        # along the flat and the steep eigenvector
+        u, v = c * x + s * y, -s * x + c * y
+        return u**2 / kappa + v**2
+
+    return rotated
 
 
-def quadratic(kappa: float = 20.0) -> Surface:
+def quadratic(kappa: float = 20.0, angle: float = 0.0) -> Surface:
     """``x²/κ + y²``: Hessian diag(2/κ, 2), condition number κ (κ = 20 is the classic
-    ``x²/20 + y²`` of the textbooks' momentum pictures)."""
+    ``x²/20 + y²`` of the textbooks' momentum pictures).
+
+    ``angle`` (degrees) turns the bowl: ``u²/κ + v²`` with ``u = x cos a + y sin a``,
+    ``v = −x sin a + y cos a``, the same eigenvalues along turned axes. Gradient
+    descent and momentum do not see the turn; per-coordinate methods do."""
     if not (kappa >= 1 and math.isfinite(kappa)):
         raise ValueError(f"Invalid condition number kappa: {kappa} (expected a finite number ≥ 1)")
+    if not math.isfinite(angle):
+        raise ValueError(f"Invalid angle: {angle} (expected a finite number of degrees)")
     k = f"{kappa:g}"
+    title, formula = f"Ill-conditioned quadratic, κ = {k}", f"x²/{k} + y²"
+    if angle:
+        a = f"{angle:g}"
+        title += f", turned {a}°"
+        formula = f"u²/{k} + v², (u, v) = (x, y) turned by {a}°"
     return Surface(
         "quadratic",
-        f"Ill-conditioned quadratic, κ = {k}",
-        f"x²/{k} + y²",
-        _quadratic_fn(float(kappa)),
+        title,
+        formula,
+        _quadratic_fn(float(kappa), float(angle)),
         ((0.0, 0.0),),
         (-10.0, 10.0, -5.0, 5.0),
         (-7.0, 2.0),

@@ -73,13 +73,27 @@ def iteration_matrix(method: str, kappa: float, lam: float, mu: float = 1.0) -> 
     """The 2×2 linear map (x_k, x_{k-1}) → (x_{k+1}, x_k) on the eigen-direction of
     curvature ``lam``, written from each method's textbook form (not from torch's)."""
     t = tuning(method, kappa, mu)
-    a, b = t.lr, t.momentum
-    if method == "nag":
+    return step_matrix(t.lr, t.momentum, t.nesterov, lam)
+
+
+def step_matrix(lr: float, momentum: float, nesterov: bool, lam: float) -> np.ndarray:
+    """The same map for any step size α = ``lr`` and momentum β."""
+    a, b = lr, momentum
+    if nesterov:
         # x_{k+1} = y_k − α λ y_k,  y_k = x_k + β (x_k − x_{k−1})
         c = 1 - a * lam
         return np.array([[(1 + b) * c, -b * c], [1.0, 0.0]])
     # heavy ball (gd is β = 0): x_{k+1} = x_k − α λ x_k + β (x_k − x_{k−1})
     return np.array([[1 + b - a * lam, -b], [1.0, 0.0]])
+
+
+def rate_at(lr: float, momentum: float, nesterov: bool, curvatures: tuple[float, ...]) -> float:
+    """The asymptotic rate of GD / heavy ball / Nesterov at any setting on a quadratic
+    whose Hessian has eigenvalues ``curvatures``: the largest eigenvalue modulus of the
+    iteration over them (above 1: it diverges)."""
+    return max(
+        float(np.abs(np.linalg.eigvals(step_matrix(lr, momentum, nesterov, lam))).max()) for lam in curvatures
+    )
 
 
 def spectral_radius(method: str, kappa: float, mu: float = 1.0, points: int = 401) -> float:
