@@ -100,6 +100,8 @@ class Engine:
 
     def _prefetch(self) -> None:
         for group in self.opt.param_groups:
+            if group.get("differentiable"):  # stepped by engine/differentiable.py
+                continue
             params = [p for p in group["params"] if self.flat or p.numel() >= KERNEL_MIN]
             if not params:
                 continue
@@ -117,6 +119,8 @@ class Engine:
         # Collect every group's gradients before touching anything, so a bad gradient
         # (sparse) raises with no param or state changed.
         for gi, group in enumerate(opt.param_groups):
+            if group.get("differentiable"):  # stepped by engine/differentiable.py
+                continue
             chain = opt.chain(group)
             entry = self._entry(gi, group, chain)
             work.append((group, chain, entry, [b.collect(who, _namer(group, gi)) for b in entry.buckets]))
@@ -274,7 +278,7 @@ class Engine:
         grown = False
         for name in chain.host:
             if name not in b.host:
-                b.allocate_host(name, chain.host_init(name))
+                b.allocate_host(name, chain.host_init(name), chain.host_dtype(name))
                 grown = True
         for name in chain.state:
             if name not in b.state:

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .sparse import SparseGradient
+
 #: Params start at multiples of this many elements: aligned vector loads, and every run
 #: of the compiled kernel has a length divisible by it.
 ALIGN = 16
@@ -37,7 +39,7 @@ _numel = Tensor.numel
 
 def _check_grad(who: str, where: str, p: Tensor, g: Tensor) -> None:
     if g.layout != torch.strided:
-        raise RuntimeError(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
+        raise SparseGradient(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
     pairs = (("shape", p.shape, g.shape), ("dtype", p.dtype, g.dtype), ("device", p.device, g.device))
     for what, want, got in pairs:
         if want != got:
@@ -423,8 +425,8 @@ class Bucket:
             ]
         return buf
 
-    def allocate_host(self, name: str, value: float) -> Tensor:
-        buf = torch.full((len(self.params),), value, dtype=scalar_dtype())
+    def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
+        buf = torch.full((len(self.params),), value, dtype=dtype or scalar_dtype())
         self.host[name] = buf
         self.t = None
         return buf

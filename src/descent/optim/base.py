@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
-from ..engine import Engine
+from ..engine import Engine, differentiable, sparse
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -52,6 +52,10 @@ class RuleOptimizer(Optimizer):
     checks: ClassVar[Mapping[str, Check]] = COMMON
     #: Whether weight decay is decoupled when a group does not say.
     decoupled_default: ClassVar[bool] = False
+    #: The group key that says so.
+    decoupled_key: ClassVar[str] = "decoupled_weight_decay"
+    #: Sparse gradients are stepped (on the rows they name), as torch.optim's SGD and Adagrad do.
+    sparse_grads: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -62,11 +66,8 @@ class RuleOptimizer(Optimizer):
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
     ):
-        if defaults.get("differentiable"):
-            raise NotImplementedError(
-                f"{type(self).__name__}(differentiable=True) is not supported: descent's step is "
-                "an in-place fused kernel; use torch.optim to differentiate through a step"
-            )
+        if defaults.get("fused") and defaults.get("differentiable"):
+            raise RuntimeError("`fused` does not support `differentiable`")
         self._validate(defaults)
         self._chains: dict[tuple, Chain] = {}
         #: per param group (by id): its flag values last seen and their chain
@@ -103,7 +104,7 @@ class RuleOptimizer(Optimizer):
         chain = self._chains.get(key)
         if chain is None:
             decay = _truth(group.get("weight_decay", 0))
-            decoupled = bool(group.get("decoupled_weight_decay", self.decoupled_default))
+            decoupled = bool(group.get(self.decoupled_key, self.decoupled_default))
             chain = Chain(
                 self.rule(group),
                 maximize=bool(group.get("maximize", False)),
@@ -143,15 +144,45 @@ class RuleOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.defaults.get("fused"):
+            self._check_fused()
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
-            self._engine.step()
+            try:
+                self._engine.step()
+            except sparse.SparseGradient:
+                sparse.step(self)
         finally:
             torch._C._set_grad_enabled(grad)
+        for group in self.param_groups:
+            if group.get("differentiable"):  # its step through autograd, as torch.optim's
+                with torch.enable_grad():
+                    differentiable.step(self, group)
         return loss
 
-    _hooked_step = Optimizer.profile_hook_step(_step)
+    def _dispatch(self, closure: Callable[[], Any] | None = None) -> Any:
+        return self._step(closure)
+
+    _hooked_step = Optimizer.profile_hook_step(_dispatch)
+
+    def check_sparse(self, group: Mapping[str, Any]) -> None:
+        """Raise torch.optim's error when ``group`` cannot take a sparse gradient."""
+        if not self.sparse_grads:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
+    def _check_fused(self) -> None:
+        """torch.optim's refusal of ``fused=True`` where its fused kernels do not run (a
+        meta or integer param), at the first step as there."""
+        if getattr(self, "_fused_checked", False):
+            return
+        from torch.optim.optimizer import _device_dtype_check_for_fused
+
+        for group in self.param_groups:
+            if group.get("fused"):
+                for p in group["params"]:
+                    _device_dtype_check_for_fused(p)
+        self._fused_checked = True
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict):
