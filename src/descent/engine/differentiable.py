@@ -32,4 +32,10 @@ def step(opt: RuleOptimizer, group: Mapping[str, Any]) -> None:
             raise RuntimeError(f"{type(opt).__name__}(differentiable=True) does not support sparse gradients")
         st, started = tensorwise.prepare(opt, chain, group, p)
         hs = tensorwise.advance(opt, chain, group, st, started)
-        tensorwise.update(chain, p, g, {k: st[k] for k in chain.state}, hs)
+        # The rules update their state in place, and autograd keeps what a step reads (a
+        # momentum buffer that becomes the direction): each step works on copies, so the
+        # next one overwrites nothing this one's gradient needs.
+        work = {k: st[k].clone() for k in chain.state}
+        tensorwise.update(chain, p, g, work, hs)
+        for k, v in work.items():
+            st[k].copy_(v)

@@ -57,7 +57,9 @@ def advance(
         t = 2.0 if started else 1.0
     host = {name: st[name].view(1) for name in chain.host[1:]}
     chain.advance(group, t, {"step": torch.full((1,), t, dtype=scalar_dtype()), **host})
-    values = {"step": t, **{name: float(st[name]) for name in chain.host[1:]}}
+    values: dict[str, Any] = {"step": t}
+    for name in chain.host[1:]:  # NAdam's mu_product, as a tensor where it carries a gradient
+        values[name] = st[name].clone() if st[name].requires_grad else float(st[name])
     with keep_graph():
         return chain.scalars(group, t, values)
 
