@@ -323,7 +323,7 @@ class Bucket:
         if not self.flat or not self.params:
             return False
         g = self.params[0].grad
-        if g is None or g is self.gviews[0] or g.data_ptr() == self.gptrs[0]:
+        if g is None or g.layout != torch.strided or g is self.gviews[0] or g.data_ptr() == self.gptrs[0]:
             return False
         tile = _tile(self.params[0])
         if tile is None or tile == self.G.untyped_storage().data_ptr():
