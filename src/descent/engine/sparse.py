@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from . import tensorwise
+
 if TYPE_CHECKING:
     from ..optim.base import RuleOptimizer
-
-
-class SparseGradient(RuntimeError):
-    """A sparse gradient reached the flat engine (it steps dense gradients only)."""
 
 
 def step(opt: RuleOptimizer) -> None:
@@ -50,8 +48,6 @@ def step(opt: RuleOptimizer) -> None:
 
 
 def _rows(opt: RuleOptimizer, group: dict, p: Tensor, grad: Tensor) -> None:
-    from . import tensorwise
-
     chain = opt.chain(group)
     st, started = tensorwise.prepare(opt, chain, group, p)
     hs = tensorwise.advance(opt, chain, group, st, started)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .sparse import SparseGradient
+from .errors import SparseGradient
 
 #: Params start at multiples of this many elements: aligned vector loads, and every run
 #: of the compiled kernel has a length divisible by it.

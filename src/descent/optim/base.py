@@ -12,6 +12,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_h
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
 from ..engine import Engine, differentiable, sparse
+from ..engine.errors import SparseGradient
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -151,7 +152,7 @@ class RuleOptimizer(Optimizer):
         try:
             try:
                 self._engine.step()
-            except sparse.SparseGradient:
+            except SparseGradient:
                 sparse.step(self)
         finally:
             torch._C._set_grad_enabled(grad)
