@@ -183,6 +183,30 @@ ENTRIES: tuple[Entry, ...] = (
         color="#843c39",
         note="m = βm + (1−β)g from m₀ = 0",
     ),
+    Entry(
+        "sfadamw",
+        "Schedule-Free AdamW",
+        optim.AdamWScheduleFree,
+        knob=("betas", ((0.9, 0.999), (0.95, 0.999), (0.98, 0.999), (0.9, 0.99))),
+        color="#e6550d",
+        note="iterate averaging in place of a schedule (Defazio et al. 2024)",
+    ),
+    Entry(
+        "sfsgd",
+        "Schedule-Free SGD",
+        optim.SGDScheduleFree,
+        knob=("momentum", (0.5, 0.9, 0.98)),
+        color="#31a354",
+        note="Schedule-Free averaging over plain SGD",
+    ),
+    Entry(
+        "adopt",
+        "ADOPT",
+        optim.ADOPT,
+        knob=("betas", ((0.9, 0.9999), (0.9, 0.999), (0.5, 0.9999), (0.95, 0.9999))),
+        color="#756bb1",
+        note="Adam normalised by the previous second moment (Taniguchi et al. 2024)",
+    ),
 )
 
 BY_KEY: dict[str, Entry] = {e.key: e for e in ENTRIES}

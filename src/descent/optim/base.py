@@ -174,16 +174,15 @@ class RuleOptimizer(Optimizer):
 
     def _check_fused(self) -> None:
         """torch.optim's refusal of ``fused=True`` where its fused kernels do not run (a
-        meta or integer param), at the first step as there."""
+        meta or integer param), made as there: at the first step that has gradients."""
         if getattr(self, "_fused_checked", False):
             return
         from torch.optim.optimizer import _device_dtype_check_for_fused
 
-        for group in self.param_groups:
-            if group.get("fused"):
-                for p in group["params"]:
-                    _device_dtype_check_for_fused(p)
-        self._fused_checked = True
+        stepped = [p for g in self.param_groups if g.get("fused") for p in g["params"] if p.grad is not None]
+        for p in stepped:
+            _device_dtype_check_for_fused(p)
+        self._fused_checked = bool(stepped)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict):
