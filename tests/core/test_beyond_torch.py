@@ -218,3 +218,18 @@ def test_matches_the_reference_implementation(name, kw, flat):
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
         assert torch.allclose(opt.state[a]["z"], ref.state[b]["z"], rtol=1e-13, atol=1e-15)
+
+
+def test_every_conventions_row_names_a_case_here():
+    """Each row of docs/conventions.md's table of these optimizers names cases above."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "conventions.md").read_text()
+    table = doc.split("| Formula (paper) |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    known = {c[0] for c in CASES}
+    assert len(rows) == 3
+    for row in rows:
+        ids = re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit("|", 1)[1])
+        assert ids and all(i in known for i in ids), row

@@ -48,7 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="your own task: an import path to a Task or a function returning one (repeatable)",
     )
     p.add_argument(
-        "--optimizers", metavar="LIST", help="comma-separated catalog keys (default: the notes' + adamw)"
+        "--optimizers",
+        metavar="LIST",
+        help="comma-separated catalog keys (default: the notes' + adamw, sfadamw, adopt)",
     )
     p.add_argument("--budget", type=int, metavar="N", help="tuning trials per optimizer per problem")
     p.add_argument("--seeds", type=int, metavar="K", help="seeds for the defaults and the tuned setting")
