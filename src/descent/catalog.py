@@ -188,7 +188,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Schedule-Free AdamW",
         optim.AdamWScheduleFree,
         knob=("betas", ((0.9, 0.999), (0.95, 0.999), (0.98, 0.999), (0.9, 0.99))),
-        color="#e6550d",
+        color="#111111",
         note="iterate averaging in place of a schedule (Defazio et al. 2024)",
     ),
     Entry(
@@ -196,7 +196,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Schedule-Free SGD",
         optim.SGDScheduleFree,
         knob=("momentum", (0.5, 0.9, 0.98)),
-        color="#31a354",
+        color="#a6761d",
         note="Schedule-Free averaging over plain SGD",
     ),
     Entry(
@@ -204,7 +204,7 @@ ENTRIES: tuple[Entry, ...] = (
         "ADOPT",
         optim.ADOPT,
         knob=("betas", ((0.9, 0.9999), (0.9, 0.999), (0.5, 0.9999), (0.95, 0.9999))),
-        color="#756bb1",
+        color="#1b9e77",
         note="Adam normalised by the previous second moment (Taniguchi et al. 2024)",
     ),
 )
