@@ -5,6 +5,8 @@ gradients; the Schedule-Free train/eval switch; and, where the reference impleme
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,29 @@ def test_every_conventions_row_names_a_case_here():
     for row in rows:
         ids = re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit("|", 1)[1])
         assert ids and all(i in known for i in ids), row
+
+
+@pytest.mark.parametrize("name", ["AdamWScheduleFree", "SGDScheduleFree"])
+def test_a_reference_checkpoint_loads_and_continues(name):
+    """A checkpoint of the reference implementation (its step count and averaging sums
+    kept per group) loads, and both continue on the same trajectory."""
+    schedulefree = pytest.importorskip("schedulefree")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, dtype=torch.float64, generator=gen)
+    a, b = torch.nn.Parameter(x.clone()), torch.nn.Parameter(x.clone())
+    ref = getattr(schedulefree, name)([a], lr=0.05, warmup_steps=3)
+    ref.train()
+    for _ in range(5):
+        a.grad = torch.randn(6, dtype=torch.float64, generator=gen)
+        ref.step()
+    b.data.copy_(a.detach())
+    opt = getattr(descent, name)([b], lr=0.05, warmup_steps=3)
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # as saved: not the live tensors
+    assert opt.param_groups[0]["train_mode"] is True and "k" not in opt.param_groups[0]
+    for _ in range(5):
+        g = torch.randn(6, dtype=torch.float64, generator=gen)
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        opt.step()
+    assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert opt.state[b]["step"].item() == 10.0

@@ -58,6 +58,25 @@ class ScheduleFreeOptimizer(RuleOptimizer):
         """Move the params to x, the averaged point to evaluate or save."""
         self._move(False)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Also a checkpoint of the reference implementation, which counts steps (``k``)
+        and keeps ``lr_max`` and ``weight_sum`` per param group: each param's state gets
+        them, under the same names."""
+        groups = state_dict.get("param_groups", [])
+        if any("k" in g for g in groups):
+            state_dict = {**state_dict, "state": dict(state_dict.get("state", {}))}
+            for group in groups:
+                for pid in group["params"]:
+                    st = state_dict["state"].get(pid)
+                    if st is not None and "step" not in st:
+                        st = state_dict["state"][pid] = dict(st)
+                        st["step"] = torch.tensor(float(group["k"]))
+                        for key in ("lr_max", "weight_sum"):
+                            st[key] = torch.tensor(float(group[key]), dtype=torch.float64)
+            groups = [{k: v for k, v in g.items() if k not in _REFERENCE_ONLY} for g in groups]
+            state_dict["param_groups"] = groups
+        super().load_state_dict(state_dict)
+
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         idle = [i for i, g in enumerate(self.param_groups) if not g["train_mode"]]
         if idle:
@@ -66,6 +85,10 @@ class ScheduleFreeOptimizer(RuleOptimizer):
                 "optimizer.train() before training steps and optimizer.eval() before evaluating"
             )
         return super()._step(closure)
+
+
+#: group keys of the reference implementation that descent keeps per param (or not at all)
+_REFERENCE_ONLY = ("k", "lr_max", "weight_sum", "scheduled_lr")
 
 
 def _schedule_checks(extra: dict[str, Any]) -> dict[str, Any]:
