@@ -28,7 +28,6 @@ class ScheduleFreeOptimizer(RuleOptimizer):
     raises. The mode is the param groups' ``train_mode``.
     """
 
-    flags = (*RuleOptimizer.flags,)
     #: the group key of y's interpolation coefficient β (y = (1 − β)·z + β·x)
     beta_key: tuple[str, int] | str = ("betas", 0)
 
@@ -42,12 +41,16 @@ class ScheduleFreeOptimizer(RuleOptimizer):
             if bool(group["train_mode"]) == to_train:
                 continue
             beta = self._beta(group)
+            if beta == 0 and not to_train:
+                raise ValueError(
+                    f"{type(self).__name__}: with {self.beta_key} = 0 the params are z itself and the "
+                    "average x is not kept, so there is no point to switch to"
+                )
             # y = x + (1 − β)(z − x);  x = y + (1 − 1/β)(z − y)
             weight = 1 - beta if to_train else 1 - 1 / beta
             pairs = [(p, self.state[p]["z"]) for p in group["params"] if "z" in self.state.get(p, {})]
             if pairs:
-                ps, zs = zip(*pairs)
-                torch._foreach_lerp_([p.data for p in ps], [z.to(p.device) for p, z in pairs], weight)
+                torch._foreach_lerp_([p.data for p, _ in pairs], [z.to(p.device) for p, z in pairs], weight)
             group["train_mode"] = to_train
 
     def train(self) -> None:
