@@ -35,8 +35,7 @@ COVER = [
     # beyond torch.optim: a chain ending in its own step (Schedule-Free), a paced first step (ADOPT)
     ("AdamWScheduleFree", {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5}),
     ("SGDScheduleFree", {"lr": 0.1, "weight_decay": 0.1}),
-    ("ADOPT", {"weight_decay": 0.1, "decouple": True}),
-    ("ADOPT", {"clip_lambda": None, "maximize": True}),
+    ("ADOPT", {"weight_decay": 0.1, "decouple": True, "maximize": True}),
 ]
 LOW = [c for c in DEFAULTS if c[0] in ("SGD", "Adam", "Adagrad")]
 DOUBLE = [c for c in DEFAULTS if c[0] in ("Adam", "RMSprop", "RAdam", "Adadelta")]
