@@ -34,9 +34,12 @@ def test_adaptive_and_sgd_family_are_read_from_the_rule():
         "amsgrad",
         "adamax",
         "radam",
+        "sfadamw",
+        "adopt",
     }
     family = {e.key for e in catalog.ENTRIES if e.sgd_family}
-    assert family == {"sgd", "momentum", "nag", "ema"}  # lion (a sign rule) is neither
+    # lion (a sign rule) and Schedule-Free SGD (an averaging step) are neither
+    assert family == {"sgd", "momentum", "nag", "ema"}
 
 
 def test_torch_counterpart_and_symbol():
@@ -45,3 +48,22 @@ def test_torch_counterpart_and_symbol():
     assert catalog.get("lion").torch is None
     assert catalog.get("adamw").symbol == "λ" and catalog.get("sgd").symbol is None
     assert catalog.symbol("rho") == "ρ" and catalog.symbol("eps") == "eps"
+
+
+def test_set_mode_moves_schedule_free_params_and_leaves_others_alone():
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = catalog.get("sfadamw").make([p], lr=0.1)
+    catalog.set_mode(opt, True)
+    for _ in range(3):
+        p.grad = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+        opt.step()
+    y = p.detach().clone()
+    catalog.set_mode(opt, False)
+    x = p.detach().clone()
+    z = opt.state[p]["z"]
+    assert not torch.equal(x, y)
+    assert torch.allclose(y, 0.1 * z + 0.9 * x, rtol=0, atol=1e-14)  # y = (1 − β₁)z + β₁x
+    q = torch.nn.Parameter(torch.ones(3))
+    plain = catalog.get("adam").make([q])
+    catalog.set_mode(plain, False)  # no train()/eval(): nothing happens
+    assert torch.equal(q.detach(), torch.ones(3))

@@ -17,12 +17,14 @@ from torch.optim import Optimizer, lr_scheduler, swa_utils
 from . import rules
 from ._version import __version__ as __version__
 from .optim import (
+    ADOPT,
     SGD,
     Adadelta,
     Adagrad,
     Adam,
     Adamax,
     AdamW,
+    AdamWScheduleFree,
     EMAMomentum,
     Lion,
     LookaheadNesterov,
@@ -30,6 +32,7 @@ from .optim import (
     RAdam,
     RMSprop,
     RuleOptimizer,
+    SGDScheduleFree,
     compose,
     step_in_backward,
 )
@@ -50,11 +53,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamWScheduleFree",
     "Adamax",
     "EMAMomentum",
     "Lion",
@@ -64,6 +69,7 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "RuleOptimizer",
+    "SGDScheduleFree",
     "compose",
     "step_in_backward",
     "lr_scheduler",

@@ -19,7 +19,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import optim
-from .rules import adaptive, momentum
+from .rules import adaptive, adopt, momentum
 
 #: How a hyperparameter is written in legends and tables.
 SYMBOLS = {"momentum": "μ", "betas": "β", "beta": "β", "rho": "ρ", "alpha": "α", "weight_decay": "λ"}
@@ -91,7 +91,7 @@ class Entry:
     @property
     def adaptive(self) -> bool:
         """A per-coordinate step size: its rule holds a second-moment transform."""
-        return any(type(t).__module__ == adaptive.__name__ for t in self.rule)
+        return any(type(t).__module__ in (adaptive.__name__, adopt.__name__) for t in self.rule)
 
     @property
     def sgd_family(self) -> bool:
@@ -183,12 +183,48 @@ ENTRIES: tuple[Entry, ...] = (
         color="#843c39",
         note="m = βm + (1−β)g from m₀ = 0",
     ),
+    Entry(
+        "sfadamw",
+        "Schedule-Free AdamW",
+        optim.AdamWScheduleFree,
+        knob=("betas", ((0.9, 0.999), (0.95, 0.999), (0.98, 0.999), (0.9, 0.99))),
+        color="#111111",
+        note="iterate averaging in place of a schedule (Defazio et al. 2024)",
+    ),
+    Entry(
+        "sfsgd",
+        "Schedule-Free SGD",
+        optim.SGDScheduleFree,
+        knob=("momentum", (0.5, 0.9, 0.98)),
+        color="#a6761d",
+        note="Schedule-Free averaging over plain SGD",
+    ),
+    Entry(
+        "adopt",
+        "ADOPT",
+        optim.ADOPT,
+        knob=("betas", ((0.9, 0.9999), (0.9, 0.999), (0.5, 0.9999), (0.95, 0.9999))),
+        color="#1b9e77",
+        note="Adam normalised by the previous second moment (Taniguchi et al. 2024)",
+    ),
 )
 
 BY_KEY: dict[str, Entry] = {e.key: e for e in ENTRIES}
 
 #: The notes' own set, in the order the notes introduce them.
 NOTES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "nadam")
+
+#: What practitioners pick now, beyond the notes: the arena's and the gallery's defaults add them.
+CURRENT = ("sfadamw", "adopt")
+
+
+def set_mode(opt: Optimizer, training: bool) -> None:
+    """Put an optimizer that evaluates elsewhere than it trains (Schedule-Free's
+    ``train()`` / ``eval()``: gradients at y, the model to evaluate at x) in training or
+    evaluation mode; an optimizer without such methods has one point and is left alone."""
+    switch = getattr(opt, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
 
 
 def get(key: str) -> Entry:

@@ -32,6 +32,10 @@ COVER = [
     ("Adam", {"eps_inside": True, "weight_decay": 0.1}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.2}),
     ("NAdam", {"decoupled_weight_decay": True, "weight_decay": 0.1, "momentum_decay": math.inf}),
+    # beyond torch.optim: a chain ending in its own step (Schedule-Free), a paced first step (ADOPT)
+    ("AdamWScheduleFree", {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5}),
+    ("SGDScheduleFree", {"lr": 0.1, "weight_decay": 0.1}),
+    ("ADOPT", {"weight_decay": 0.1, "decouple": True, "maximize": True}),
 ]
 LOW = [c for c in DEFAULTS if c[0] in ("SGD", "Adam", "Adagrad")]
 DOUBLE = [c for c in DEFAULTS if c[0] in ("Adam", "RMSprop", "RAdam", "Adadelta")]
@@ -45,7 +49,11 @@ def _pair(name, kw, dtype, **engine):
     ours = [torch.nn.Parameter(x.clone()) for x in init]
     ref = [torch.nn.Parameter(x.clone()) for x in init]
     cls = getattr(descent, name)
-    return ours, ref, cls(groups(ours), compile=True, **kw, **engine), cls(groups(ref), compile=False, **kw)
+    opts = cls(groups(ours), compile=True, **kw, **engine), cls(groups(ref), compile=False, **kw)
+    for opt in opts:
+        if hasattr(opt, "train"):  # Schedule-Free: training mode
+            opt.train()
+    return (ours, ref, *opts)
 
 
 def _run(ours, ref, opt, eager):

@@ -12,14 +12,19 @@ from descent.landscapes.surfaces import SURFACES
 
 
 def _lone_final(surface, entry, lr, hyper, steps):
-    """The user's loop, written out here: one point, one optimizer, backward, step."""
+    """The user's loop, written out here: one point, one optimizer, backward, step (and,
+    for Schedule-Free, train() first and eval() for the point to report)."""
     p = torch.tensor(surface.start, dtype=torch.float64, requires_grad=True)
     opt = entry.make([p], lr=lr, **hyper)
+    if hasattr(opt, "train"):
+        opt.train()
     stream = surface.noise_stream()
     for _ in range(steps):
         opt.zero_grad()
         surface.loss(p, stream.draw()).backward()
         opt.step()
+    if hasattr(opt, "eval"):
+        opt.eval()
     return p.detach()
 
 

@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="landscapes", help="output folder (default ./landscapes)")
     p.add_argument("--surfaces", help="comma list of surfaces (default: all)")
-    p.add_argument("--optimizers", help="comma list of optimizer keys (default: the notes' set)")
+    p.add_argument("--optimizers", help="comma list of optimizer keys (default: the notes' + sfadamw, adopt)")
     p.add_argument("--steps", help="optimizer steps for every surface (default: each surface's own)")
     p.add_argument("--format", default="gif", help="gif (animated, default) or png (final paths)")
     p.add_argument("--defaults", action="store_true", help="skip tuning: default learning rates")
@@ -48,7 +48,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
                 f"choose from: {', '.join(surfaces.SURFACES)}"
             )
     try:
-        entries = catalog.select(args.optimizers)
+        entries = catalog.select(args.optimizers, default=(*catalog.NOTES, *catalog.CURRENT))
     except ValueError as exc:
         raise UsageError(f"--optimizers: {exc}") from None
     steps = positive_int(args.steps, "--steps")

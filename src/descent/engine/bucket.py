@@ -185,7 +185,9 @@ class Bucket:
         if not self.flat or not self.params:
             return False
         g = self.params[0].grad
-        if g is None or (self.gviews and (g is self.gviews[0] or g.data_ptr() == self.gptrs[0])):
+        if g is None or g.layout != torch.strided:
+            return False
+        if self.gviews and (g is self.gviews[0] or g.data_ptr() == self.gptrs[0]):
             return False
         if not g._is_view() and g.untyped_storage().nbytes() == g.numel() * g.element_size():
             return False  # a gradient of its own (backward's): not a window of a shared buffer
@@ -261,8 +263,8 @@ class Bucket:
         if self.sharded:
             self.windows[name] = [window(buf, a, a + loc.numel()) for a, loc in zip(self.starts, self.locals)]
 
-    def allocate_host(self, name: str, value: float) -> Tensor:
-        buf = torch.full((len(self.params),), value, dtype=scalar_dtype())
+    def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
+        buf = torch.full((len(self.params),), value, dtype=dtype or scalar_dtype())
         self.host[name] = buf
         self.host_versions[name] = buf._version
         self.t = None

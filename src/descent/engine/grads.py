@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .bucket import Bucket
+from .errors import SparseGradient
 from .layout import dense, staggered, window
 
 #: A gradient at least this long is read where it lies; shorter ones are staged.
@@ -64,7 +65,7 @@ class Grads:
 
 def check_grad(who: str, where: str, p: Tensor, g: Tensor) -> None:
     if g.layout != torch.strided:
-        raise RuntimeError(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
+        raise SparseGradient(f"{who} does not support sparse gradients ({where} has a {g.layout} grad)")
     pairs = (("shape", p.shape, g.shape), ("dtype", p.dtype, g.dtype), ("device", p.device, g.device))
     for what, want, got in pairs:
         if want != got:

@@ -86,7 +86,7 @@ class StateKeeper:
         grown = False
         for name in chain.host:
             if name not in b.host:
-                b.allocate_host(name, chain.host_init(name))
+                b.allocate_host(name, chain.host_init(name), chain.host_dtype(name))
                 grown = True
         for name in chain.state:
             if name not in b.state:

@@ -83,8 +83,8 @@ def render_gallery(
 
     ``surfaces``: keys (or :class:`Surface` objects), ``None`` for all of
     :data:`~descent.landscapes.surfaces.SURFACES`; ``optimizers``: catalog keys,
-    ``None`` for ``catalog.NOTES``; ``steps``: ``None`` for each surface's own; ``fmt``:
-    ``"gif"`` or ``"png"``; ``tune=False`` draws the default learning rates.
+    ``None`` for ``catalog.NOTES`` and ``catalog.CURRENT``; ``steps``: ``None`` for each
+    surface's own; ``fmt``: ``"gif"`` or ``"png"``; ``tune=False`` draws the default learning rates.
 
     Returns, per surface, ``{"surface": key, "title": str, "path": pathlib.Path,
     "tuned": {optimizer_key: {"lr": float, <knob>: value}}}``.
@@ -92,7 +92,7 @@ def render_gallery(
     if fmt not in GALLERY_FORMATS:
         raise ValueError(f"Invalid fmt: {fmt!r} (expected 'gif' or 'png')")
     chosen = _surfaces(surfaces)
-    entries = catalog.select(optimizers)
+    entries = catalog.select(optimizers, default=(*catalog.NOTES, *catalog.CURRENT))
     if steps is not None:
         _positive(steps, "steps")
     folder = Path(out_dir)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..catalog import Entry
+from ..catalog import Entry, set_mode
 from .surfaces import Surface
 
 DTYPE = torch.float64
@@ -53,6 +53,7 @@ def trajectory(surface: Surface, entry: Entry, lr: float, hyper: dict[str, Any],
     """One run from the surface's start, exactly as a user would write the loop."""
     p = torch.tensor(surface.start, dtype=DTYPE, requires_grad=True)
     opt = entry.make([p], lr=lr, **hyper)
+    set_mode(opt, True)
     noise = surface.noise_stream()
     out = np.full((steps + 1, 2), np.nan)
     out[0] = surface.start
@@ -61,7 +62,9 @@ def trajectory(surface: Surface, entry: Entry, lr: float, hyper: dict[str, Any],
         opt.zero_grad()
         surface.loss(p, noise.draw()).backward()
         opt.step()
-        xy = p.detach()
+        set_mode(opt, False)  # the point to show (Schedule-Free's x; the param itself elsewhere)
+        xy = p.detach().clone()
+        set_mode(opt, True)
         if not bool(surface.inside_box(xy)):
             return Path(out, not escaped)
         out[t] = xy.numpy()
@@ -91,6 +94,7 @@ def lr_linear(entry: Entry, hyper: dict[str, Any], steps: int = 4) -> bool:
     for lr in (1e-2, 2e-2):
         p = torch.full((4,), 3.0, dtype=DTYPE, requires_grad=True)
         opt = entry.make([p], lr=lr, **hyper)
+        set_mode(opt, True)
         for g in grads:
             p.grad = g.clone()
             opt.step()
@@ -167,22 +171,26 @@ def run_batch(
     """Run every ``(lr, hyper)`` candidate of ``entry`` for ``steps`` steps at once."""
     groups = _plan(surface, entry, candidates)
     opt = entry.make([{"params": [g.param], **g.options} for g in groups])
+    set_mode(opt, True)
     noise = surface.noise_stream()
-    X = _positions(surface, groups)
+    X = Y = _positions(surface, groups)
     diverged = torch.zeros(len(candidates), dtype=torch.bool)
     escaped = torch.zeros_like(diverged)
     score = torch.zeros(len(candidates), dtype=DTYPE)
     tail_from = steps - max(1, math.ceil(TAIL * steps))
     history = [X] if keep_history else None
     for t in range(1, steps + 1):
-        X = X.clone().requires_grad_()
-        (grad,) = torch.autograd.grad(surface.loss(X, noise.draw()), X)
+        Y = Y.clone().requires_grad_()  # gradients where the params are (Schedule-Free's y)
+        (grad,) = torch.autograd.grad(surface.loss(Y, noise.draw()), Y)
         # A diverged row keeps NaN/inf out of its state; it is excluded either way.
         grad = torch.where(diverged[:, None], torch.zeros_like(grad), grad)
         for g in groups:
             g.param.grad = grad[g.lo : g.hi].clone()
         opt.step()
+        Y = _positions(surface, groups)
+        set_mode(opt, False)  # scored and drawn where the optimizer says to evaluate
         X = _positions(surface, groups)
+        set_mode(opt, True)
         diverged |= ~surface.inside_box(X) & ~escaped
         gap = surface.gap(X)
         if surface.escape is not None:

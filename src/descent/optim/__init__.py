@@ -4,6 +4,7 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
+from .adopt import ADOPT
 from .base import RuleOptimizer
 from .compose import compose
 from .inbackward import InBackward, step_in_backward
@@ -12,14 +13,17 @@ from .nadam import NAdam
 from .nesterov import LookaheadNesterov
 from .radam import RAdam
 from .rmsprop import RMSprop
+from .schedule_free import AdamWScheduleFree, ScheduleFreeOptimizer, SGDScheduleFree
 from .sgd import SGD, EMAMomentum
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamWScheduleFree",
     "Adamax",
     "EMAMomentum",
     "InBackward",
@@ -29,6 +33,8 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "RuleOptimizer",
+    "SGDScheduleFree",
+    "ScheduleFreeOptimizer",
     "compose",
     "step_in_backward",
 ]

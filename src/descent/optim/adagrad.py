@@ -31,6 +31,7 @@ class Adagrad(RuleOptimizer):
     """
 
     flags = (*RuleOptimizer.flags, "eps_inside")
+    sparse_grads = True
 
     def __init__(
         self,
@@ -81,6 +82,10 @@ class Adagrad(RuleOptimizer):
                 "torch.optim, every sum starts at the constructor's value "
                 f"({self.defaults['initial_accumulator_value']}); pass it to the constructor instead"
             )
+
+    def check_sparse(self, group):
+        if group["weight_decay"] != 0:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
 
     def rule(self, group):
         # torch.optim fills every state sum from the constructor's value (self.defaults)

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from torch import Tensor
 
 from ..rules import EMA, EMAOfSquares
 from .base import RuleOptimizer
+
+
+def _torch_checks(lr: Any, betas: Any, foreach: bool | None, capturable: bool) -> None:
+    """torch.optim.Adam's own refusals, in its order: a tensor lr or beta where its
+    foreach path cannot take one, and betas that mix a float and a tensor."""
+    if isinstance(lr, Tensor) and foreach and not capturable:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        return  # the common check names the bad value
+    if not (all(isinstance(b, float) for b in betas) or all(isinstance(b, Tensor) for b in betas)):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i, b in enumerate(betas):
+        if isinstance(b, Tensor) and foreach and not capturable:
+            raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
 
 
 class Adam(RuleOptimizer):
@@ -58,7 +75,11 @@ class Adam(RuleOptimizer):
         }
         if eps_inside is not False:  # only then a group key, so groups match torch.optim's
             defaults["eps_inside"] = eps_inside
+        _torch_checks(lr, betas, foreach, capturable)
         super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+
+    def check_sparse(self, group: Mapping[str, Any]) -> None:
+        raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
 
     def rule(self, group):
         return [

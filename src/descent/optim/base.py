@@ -11,7 +11,8 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
-from ..engine import Engine, tracked_list, tracked_state
+from ..engine import Engine, differentiable, sparse, tracked_list, tracked_state
+from ..engine.errors import SparseGradient
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -52,6 +53,10 @@ class RuleOptimizer(Optimizer):
     checks: ClassVar[Mapping[str, Check]] = COMMON
     #: Whether weight decay is decoupled when a group does not say.
     decoupled_default: ClassVar[bool] = False
+    #: The group key that says so.
+    decoupled_key: ClassVar[str] = "decoupled_weight_decay"
+    #: Sparse gradients are stepped (on the rows they name), as torch.optim's SGD and Adagrad do.
+    sparse_grads: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -62,11 +67,8 @@ class RuleOptimizer(Optimizer):
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
     ):
-        if defaults.get("differentiable"):
-            raise NotImplementedError(
-                f"{type(self).__name__}(differentiable=True) is not supported: descent's step is "
-                "an in-place fused kernel; use torch.optim to differentiate through a step"
-            )
+        if defaults.get("fused") and defaults.get("differentiable"):
+            raise RuntimeError("`fused` does not support `differentiable`")
         self._validate(defaults)
         self._chains: dict[tuple, Chain] = {}
         #: the handle of descent.step_in_backward while the step runs inside backward
@@ -85,7 +87,7 @@ class RuleOptimizer(Optimizer):
         # A mapping that counts its own mutations: the engine notices an edit between
         # steps by comparing one number (see descent.engine.state).
         self.state = tracked_state(self.state)
-        self._engine.prefetch(self.param_groups)
+        self._engine.prefetch(self._stepped_groups())
 
     @property
     def skipped_steps(self) -> int:
@@ -115,7 +117,7 @@ class RuleOptimizer(Optimizer):
         chain = self._chains.get(key)
         if chain is None:
             decay = _truth(group.get("weight_decay", 0))
-            decoupled = bool(group.get("decoupled_weight_decay", self.decoupled_default))
+            decoupled = bool(group.get(self.decoupled_key, self.decoupled_default))
             chain = Chain(
                 self.rule(group),
                 maximize=bool(group.get("maximize", False)),
@@ -162,15 +164,78 @@ class RuleOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.defaults.get("fused"):
+            self._check_fused()
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
-            self._engine.step(self.param_groups, self.state)
+            try:
+                self._engine.step(self._stepped_groups(), self.state)
+            except SparseGradient:
+                self._sparse_step()
         finally:
             torch._C._set_grad_enabled(grad)
+        for group in self.param_groups:
+            if group.get("differentiable"):  # its step through autograd, as torch.optim's
+                with torch.enable_grad():
+                    differentiable.step(
+                        self.chain(group), group, self.state, self.state_step, type(self).__name__
+                    )
         return loss
 
-    _hooked_step = Optimizer.profile_hook_step(_step)
+    def _stepped_groups(self) -> list[dict[str, Any]]:
+        """The groups the flat engine steps (a differentiable one steps through autograd)."""
+        groups = self.param_groups
+        return (
+            groups
+            if not any(g.get("differentiable") for g in groups)
+            else [g for g in groups if not g.get("differentiable")]
+        )
+
+    def _sparse_step(self) -> None:
+        """A step in which some gradients are sparse (the engine refused it before writing
+        anything): torch.optim's error for an optimizer that takes none, else the dense
+        params through the engine and each sparse one on the rows its gradient names."""
+        found = [
+            (group, p)
+            for group in self._stepped_groups()
+            for p in group["params"]
+            if p.grad is not None and p.grad.layout != torch.strided
+        ]
+        for group in {id(g): g for g, _ in found}.values():
+            self.check_sparse(group)
+        grads = [p.grad for _, p in found]
+        for _, p in found:
+            p.grad = None  # the engine leaves a param without a gradient as it is
+        try:
+            self._engine.step(self._stepped_groups(), self.state)
+        finally:
+            for (_, p), g in zip(found, grads):
+                p.grad = g
+        for (group, p), g in zip(found, grads):
+            sparse.rows(self.chain(group), group, self.state, self.state_step, p, g)
+
+    def _dispatch(self, closure: Callable[[], Any] | None = None) -> Any:
+        return self._step(closure)
+
+    _hooked_step = Optimizer.profile_hook_step(_dispatch)
+
+    def check_sparse(self, group: Mapping[str, Any]) -> None:
+        """Raise torch.optim's error when ``group`` cannot take a sparse gradient."""
+        if not self.sparse_grads:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
+    def _check_fused(self) -> None:
+        """torch.optim's refusal of ``fused=True`` where its fused kernels do not run (a
+        meta or integer param), made as there: at the first step that has gradients."""
+        if getattr(self, "_fused_checked", False):
+            return
+        from torch.optim.optimizer import _device_dtype_check_for_fused
+
+        stepped = [p for g in self.param_groups if g.get("fused") for p in g["params"] if p.grad is not None]
+        for p in stepped:
+            _device_dtype_check_for_fused(p)
+        self._fused_checked = bool(stepped)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict):

@@ -24,6 +24,7 @@ class SGD(RuleOptimizer):
     """
 
     state_step = False
+    sparse_grads = True
     flags = (*RuleOptimizer.flags, "momentum", "nesterov")
 
     def __init__(

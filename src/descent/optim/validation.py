@@ -12,21 +12,23 @@ from torch import Tensor
 Check = Callable[[Any], None]
 
 
-def _number(label: str, value: Any) -> float:
+def number(label: str, value: Any, name: str | None = None) -> float:
+    """``value`` as a float; a tensor must hold one element (torch.optim's message names
+    it as ``name``, its argument: ``Tensor lr must be 1-element``)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"Tensor {label} must be 1-element, got shape {tuple(value.shape)}")
+            raise ValueError(f"Tensor {name or label} must be 1-element, got shape {tuple(value.shape)}")
         return value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"Invalid {label}: expected a number, got {value!r} ({type(value).__name__})")
     return float(value)
 
 
-def nonnegative(label: str) -> Check:
+def nonnegative(label: str, name: str | None = None) -> Check:
     """``0 ≤ value`` (NaN rejected)."""
 
     def check(value: Any) -> None:
-        if not _number(label, value) >= 0.0:
+        if not number(label, value, name) >= 0.0:
             raise ValueError(f"Invalid {label}: {value}")
 
     return check
@@ -36,7 +38,7 @@ def unit(label: str, closed: bool = False) -> Check:
     """``0 ≤ value < 1`` (or ``≤ 1`` when ``closed``)."""
 
     def check(value: Any) -> None:
-        v = _number(label, value)
+        v = number(label, value)
         if not (0.0 <= v <= 1.0 if closed else 0.0 <= v < 1.0):
             raise ValueError(f"Invalid {label}: {value}")
 
@@ -47,7 +49,7 @@ def betas(value: Any) -> None:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"Invalid betas: expected a pair (beta1, beta2), got {value!r}")
     for i, b in enumerate(value):
-        if not 0.0 <= _number(f"beta parameter at index {i}", b) < 1.0:
+        if not 0.0 <= number(f"beta parameter at index {i}", b, f"betas[{i}]") < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {b}")
 
 
@@ -68,14 +70,14 @@ def optional_flag(label: str) -> Check:
 
 
 def momentum_decay(value: Any) -> None:
-    v = _number("momentum_decay value", value)
+    v = number("momentum_decay value", value)
     if not (v >= 0.0 or math.isinf(v)):
         raise ValueError(f"Invalid momentum_decay value: {value}")
 
 
 #: The checks of hyperparameters that several optimizers share.
 COMMON: dict[str, Check] = {
-    "lr": nonnegative("learning rate"),
+    "lr": nonnegative("learning rate", "lr"),
     "eps": nonnegative("epsilon value"),
     "weight_decay": nonnegative("weight_decay value"),
     "momentum": nonnegative("momentum value"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Hyper, Transform, ema, folded, mix_, mix_sq_, read, sqrt, square
+from .base import Hyper, Transform, ema, folded, kept, mix_, mix_sq_, read, sqrt, square
 
 
 def _root(v, eps, eps_inside: bool):
@@ -24,6 +24,7 @@ class SumOfSquares(Transform):
     """
 
     linear = True
+    sparse = True
 
     def __init__(
         self,
@@ -111,7 +112,7 @@ class EMAOfSquares(Transform):
             v = v - square(mean)
         if self.amsgrad:
             vmax = s[self.max_buffer]
-            vmax.copy_(torch.maximum(vmax, v))
+            vmax.copy_(torch.maximum(kept(vmax, vmax, v), v))
             v = vmax
         u = u / _root(v, h["eps"], self.eps_inside)
         return (u, h["correction"]) if self.bias_correction else u

@@ -13,7 +13,9 @@ code. The engine runs that code eagerly or compiles it into one kernel over flat
 buffers; it never knows an optimizer by name.
 
 Rules for writing ``apply``: update your own state in place, never modify ``u``, ``g``
-or another transform's state, touch ``p`` only in ``Descend``, and write the math with
+or another transform's state, touch ``p`` only in the step (``Descend``, or a subclass
+that a rule puts last in its chain when its parameter update is not ``w ← w − η·u``, as
+Schedule-Free's), and write the math with
 elementary operations (``+ − * /``, :func:`sqrt`, ``torch.maximum``, ``abs``,
 ``sign``; in place ``mul_``, ``add_``, ``sub_`` without ``alpha``). Every number in
 ``h`` arrives as a 0-d tensor, eagerly and compiled alike, so both paths round the same
@@ -23,103 +25,23 @@ is static: the kernel is specialized on it, so Python ``if`` on it is fine.
 
 from __future__ import annotations
 
-import array
 import functools
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-#: How a transform names a hyperparameter of its param group: a key (``"lr"``), a key
-#: and an index (``("betas", 0)``), or a function of the group.
-Hyper = str | tuple[str, int] | Callable[[Mapping[str, Any]], float]
-
-Scalars = dict[str, Any]
-
-
-def read(group: Mapping[str, Any], ref: Hyper) -> float:
-    """The value of hyperparameter ``ref`` in ``group`` as a Python float."""
-    if callable(ref):
-        value = ref(group)
-    elif isinstance(ref, tuple):
-        name, index = ref
-        value = group[name][index]
-    else:
-        value = group[ref]
-    if isinstance(value, Tensor):
-        value = value.item()
-    return float(value)
-
-
-class TensorArithmetic:
-    """Scalar arithmetic as torch.optim does it on a 0-d tensor hyperparameter.
-
-    torch.optim keeps a tensor ``lr`` a tensor through ``lr / (1 − β₁ᵗ)``,
-    ``1 − lr·λ`` …, so each of those operations rounds to the tensor's dtype (and each
-    Python number it meets is first rounded to float32, the CPU's compute type for
-    float32 and half tensors). :meth:`op` rounds a result, :meth:`num` an operand; with
-    them a rule spells torch's expression in the same order and gets its numbers.
-    Rounding once from float64 is exact here: float64 carries more than twice float32's
-    precision, so ``+ − × ÷`` of two float32 values rounded to float64 and then to
-    float32 equal the correctly rounded float32 result.
-    """
-
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-    def num(self, x: float) -> float:
-        return array.array("f", [x])[0]
-
-    def op(self, x: float) -> float:
-        x = array.array("f", [x])[0]
-        if self.dtype != torch.float32:
-            x = torch.tensor(x, dtype=torch.float32).to(self.dtype).item()
-        return x
-
-
-def tensor_arithmetic(group: Mapping[str, Any], ref: Hyper = "lr") -> TensorArithmetic | None:
-    """How torch.optim rounds arithmetic on hyperparameter ``ref`` of ``group``: a
-    :class:`TensorArithmetic` when it is a tensor of a precision below float64, else
-    ``None`` (Python floats and float64 tensors compute in float64 as they are)."""
-    if callable(ref):
-        return None
-    value = group[ref[0]][ref[1]] if isinstance(ref, tuple) else group[ref]
-    if isinstance(value, Tensor) and value.dtype != torch.float64 and value.is_floating_point():
-        return TensorArithmetic(value.dtype)
-    return None
-
-
-def folded(group: Mapping[str, Any], factor: float, divisor: float, ref: Hyper = "lr") -> float:
-    """``factor`` = 1/``divisor``, as the scalar a rule leaves for the step: there
-    ``lr·factor`` must equal torch.optim's ``lr / divisor``, which a tensor ``lr`` rounds
-    to its own dtype (:class:`TensorArithmetic`)."""
-    arith = tensor_arithmetic(group, ref)
-    lr = read(group, ref) if arith is not None else 0.0
-    if arith is None or lr == 0.0:
-        return factor
-    return arith.op(lr / arith.num(divisor)) / lr
-
-
-class Fixed:
-    """A hyperparameter fixed for every group (``Fixed(0.1)``), where torch.optim reads
-    the constructor's value rather than the group's. Compares by value; its value is
-    never compiled into a kernel (numbers reach kernels at run time)."""
-
-    def __init__(self, value: float):
-        self.value = float(value)
-
-    def __call__(self, group: Mapping[str, Any]) -> float:
-        return self.value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Fixed) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash((Fixed, self.value))
-
-    def __repr__(self) -> str:
-        return f"Fixed({self.value!r})"
+from .hyper import (  # noqa: F401 (re-exported: the rules read hyperparameters through base)
+    Fixed,
+    Hyper,
+    Scalars,
+    TensorArithmetic,
+    folded,
+    keep_graph,
+    read,
+    tensor_arithmetic,
+)
 
 
 class Transform:
@@ -132,6 +54,12 @@ class Transform:
 
     state: tuple[str, ...] = ()
     host: tuple[str, ...] = ()
+    #: Host scalars kept in float64 (a running sum in Python floats, as a reference
+    #: implementation keeps it); the others in torch.optim's ``step`` dtype.
+    wide: tuple[str, ...] = ()
+    #: A coordinate whose gradient is 0 keeps its state and param: a sparse gradient's
+    #: step may then run on the rows it names alone.
+    sparse: bool = False
     #: ``apply(c·u) = c·apply(u)`` for a scalar ``c > 0``, and the state never sees ``u``:
     #: a scalar factor pending from an earlier transform may then wait until the step.
     linear: bool = False
@@ -147,6 +75,12 @@ class Transform:
     def advance(self, group: Mapping[str, Any], t: float, host: dict[str, Tensor]) -> None:
         """Update host scalars in place for step ``t`` (tensors, so float32 state rounds
         exactly as torch.optim's 0-d tensors do)."""
+
+    def pace(self, group: Mapping[str, Any], t: float) -> float:
+        """This transform's factor on the step size of step ``t``: η_t = η·Π pace. The
+        step then scales everything it does with η (decoupled decay included): ADOPT's
+        first step, which only initializes its second moment, has pace 0."""
+        return 1.0
 
     def scalars(self, group: Mapping[str, Any], t: float, host: Mapping[str, float]) -> Scalars:
         """Numbers ``apply`` needs at step ``t``, computed once per step on the host."""
@@ -180,6 +114,10 @@ class Prepare(Transform):
         self.l2 = l2
         self.weight_decay = weight_decay
 
+    @property
+    def sparse(self) -> bool:  # type: ignore[override]
+        return not self.l2
+
     def scalars(self, group, t, host):
         return {"wd": read(group, self.weight_decay)} if self.l2 else {}
 
@@ -187,20 +125,31 @@ class Prepare(Transform):
         if self.maximize:
             g = -g
         if self.l2:
-            g = axpy(g, h["wd"], p)
+            g = axpy(g, h["wd"], kept(p, h["wd"]))
         return g
 
 
 class Descend(Transform):
-    """w ← w·(1 − η·λ) (decoupled weight decay, Loshchilov & Hutter);  w ← w − η·u."""
+    """w ← w·(1 − η·λ) (decoupled weight decay, Loshchilov & Hutter);  w ← w − η·u.
+
+    A rule whose parameter update differs (Schedule-Free's interpolation) subclasses this
+    and puts its step last in its transforms; :class:`Chain` then uses it instead. A step
+    that is not :attr:`linear` in ``u`` gets ``u`` with any pending factor applied.
+    """
+
+    linear = True
 
     def __init__(self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"):
         self.decoupled = decoupled
         self.lr = lr
         self.weight_decay = weight_decay
 
-    def scalars(self, group, t, host):
-        lr = read(group, self.lr)
+    @property
+    def sparse(self) -> bool:  # type: ignore[override]
+        return not self.decoupled
+
+    def scalars(self, group, t, host, pace: float = 1.0):
+        lr = read(group, self.lr) * pace
         if self.decoupled:
             wd = read(group, self.weight_decay)
             arith = tensor_arithmetic(group, self.lr)
@@ -227,11 +176,18 @@ class Chain:
         l2: bool = False,
         decoupled: bool = False,
     ):
-        self.transforms: tuple[Transform, ...] = (
-            Prepare(maximize=maximize, l2=l2),
-            *moments,
-            Descend(decoupled=decoupled),
-        )
+        moments = list(moments)
+        if moments and isinstance(moments[-1], Descend):
+            step = moments.pop()
+            if step.decoupled != decoupled:
+                raise ValueError(f"{step!r} decays weight as it says, not as decoupled={decoupled}")
+        else:
+            step = Descend(decoupled=decoupled)
+        if any(isinstance(tr, Descend) for tr in moments):
+            raise ValueError("a chain has one step, and it comes last")
+        self.transforms: tuple[Transform, ...] = (Prepare(maximize=maximize, l2=l2), *moments, step)
+        #: the transforms with a say in the step size (:meth:`Transform.pace`)
+        self.paced = tuple(tr for tr in moments if type(tr).pace is not Transform.pace)
         names = [n for tr in self.transforms for n in tr.state]
         if len(set(names)) != len(names):
             raise ValueError(f"two transforms of one chain claim the same state buffer: {names}")
@@ -255,8 +211,20 @@ class Chain:
         for tr in self.transforms:
             tr.advance(group, t, host)
 
+    def host_dtype(self, name: str) -> torch.dtype | None:
+        """The dtype of host scalar ``name``: float64 for a transform's :attr:`~Transform.wide`
+        ones, else ``None`` (torch.optim's ``step`` dtype)."""
+        return torch.float64 if name != "step" and name in self.owner(name).wide else None
+
     def scalars(self, group: Mapping[str, Any], t: float, host: Mapping[str, float]) -> list[Scalars]:
-        return [tr.scalars(group, t, host) for tr in self.transforms]
+        *rest, step = self.transforms
+        out = [tr.scalars(group, t, host) for tr in rest]
+        if not self.paced:
+            return [*out, step.scalars(group, t, host)]
+        pace = 1.0
+        for tr in self.paced:
+            pace = pace * tr.pace(group, t)
+        return [*out, step.scalars(group, t, host, pace=pace)]
 
     def update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], hs: Sequence[Scalars]) -> None:
         """One step, elementwise, in place on ``p`` and ``s``."""
@@ -272,6 +240,8 @@ class Chain:
                 scale = factor if scale is None else scale * factor
             else:
                 u = out
+        if scale is not None and not descend.linear:
+            u, scale = u * scale, None
         step = hs[-1] if scale is None else {**hs[-1], "lr": hs[-1]["lr"] * scale}
         descend.apply(u, g, p, s, step)
 
@@ -308,7 +278,9 @@ def sqrt(x: Tensor) -> Tensor:
     the correctly rounded result. float64 uses NumPy's square root, which is IEEE's,
     when NumPy is installed.
     """
-    if x.device.type != "cpu" or _tracing():
+    if x.device.type != "cpu" or _tracing() or (x.requires_grad and x.dtype == torch.float64):
+        # (a differentiable step: NumPy's root would cut the graph; torch's own
+        # differentiable step takes ATen's)
         return x.sqrt()
     if x.dtype != torch.float64:
         return x.double().sqrt().to(x.dtype)
@@ -337,6 +309,16 @@ def _tracing() -> bool:
 def _is_exporting() -> bool:
     probe = getattr(torch.compiler, "is_exporting", None)
     return bool(probe and probe())
+
+
+def kept(x: Tensor, *by: Any) -> Tensor:
+    """``x``, or a copy of it when autograd keeps it to differentiate one of ``by`` (a
+    ``differentiable=True`` step, a tensor that requires grad) and a later in-place
+    update overwrites it. Only there: a compiled kernel never sees a tensor that
+    requires grad, so its code and numbers are unchanged."""
+    if any(isinstance(b, Tensor) and b.requires_grad for b in by):
+        return x.clone()
+    return x
 
 
 def axpy(y: Tensor, a: Any, x: Tensor) -> Tensor:
@@ -382,6 +364,8 @@ __all__ = [
     "decay_add_",
     "ema",
     "folded",
+    "keep_graph",
+    "kept",
     "mix",
     "mix_",
     "mix_sq_",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Hyper, Transform, ema, mix, mix_, read
+from .base import Hyper, Transform, ema, kept, mix, mix_, read
 
 
 class Lion(Transform):
@@ -23,7 +23,7 @@ class Lion(Transform):
 
     def apply(self, u, g, p, s, h):
         m = s[self.buffer]
-        c = mix(m, u, h["beta1"], h["1-beta1"])
+        c = mix(kept(m, h["beta1"], h["1-beta1"]), u, h["beta1"], h["1-beta1"])
         # sign(NaN) is 0: a NaN (or ∞) reaching c would leave the param still while m
         # keeps it for good. c − c is 0 where c is finite and NaN elsewhere, so the param
         # shows it, as Adam's would.

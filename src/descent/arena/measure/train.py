@@ -85,14 +85,18 @@ def _eval_sets(task: Task, train: Dataset, val: Dataset) -> dict[str, tuple[Any,
 
 
 @torch.no_grad()
-def _evaluate(task: Task, model: torch.nn.Module, sets: dict[str, tuple[Any, Any]]) -> dict[str, float]:
+def _evaluate(
+    task: Task, model: torch.nn.Module, sets: dict[str, tuple[Any, Any]], opt: Any = None
+) -> dict[str, float]:
     model.eval()
+    catalog.set_mode(opt, False)  # Schedule-Free: evaluate at x, the average
     out: dict[str, float] = {}
     for split, (x, y) in sets.items():
         pred = model(x)
         loss = float(task.loss(pred, y))
         out[f"{split}_loss"] = loss
         out[f"{split}_metric"] = float(task.metric(pred, y)) if math.isfinite(loss) else math.nan
+    catalog.set_mode(opt, True)
     model.train()
     return out
 
@@ -117,13 +121,14 @@ def train(spec: RunSpec) -> Run:
     torch.manual_seed(spec.seed)
     model = task.model()
     opt = catalog.get(spec.optimizer).make(model.parameters(), lr=spec.lr, **spec.hyper)
+    catalog.set_mode(opt, True)
     batches = _batches(make_loader(train_ds, spec.regime, batch, seed=spec.seed))
     curve: dict[str, list] = {"step": [], "train_loss": [], "val_loss": [], "val_metric": []}
     state = {"diverged": False, "steps_to_target": None, "time_to_target": None, "train_time": 0.0}
     done = 0
     for at in eval_steps(steps):
         done = _advance(task, model, opt, batches, done, at, state)
-        ev = _evaluate(task, model, sets)
+        ev = _evaluate(task, model, sets, opt)
         _record(curve, at, ev)
         if not math.isfinite(ev["val_loss"]) or ev["val_loss"] > DIVERGED_FACTOR * curve["val_loss"][0]:
             state["diverged"] = True

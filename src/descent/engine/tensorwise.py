@@ -1,0 +1,86 @@
+"""One param's step outside flat storage: the chain's math run eagerly on the param, its
+gradient and its own ``optimizer.state`` entries.
+
+Two paths take it: a ``differentiable=True`` param group (the math runs through autograd,
+out of place where autograd needs the old value) and a sparse gradient (the math runs on
+the rows the gradient names). Both keep the state in ``optimizer.state[p]`` as plain
+tensors, named and laid out as torch.optim keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..rules.base import Chain, Scalars, keep_graph
+from .kernels import compute_dtype
+from .layout import scalar_dtype
+
+
+def prepare(
+    state: Any, state_step: bool, chain: Chain, group: Mapping[str, Any], p: Tensor
+) -> tuple[dict, bool]:
+    """``state[p]`` with every entry the chain needs (new ones as torch.optim starts them:
+    ``step`` 0, buffers filled with the rule's initial value), and whether its buffers had
+    started before. ``state_step``: the state publishes a ``step`` (all but SGD)."""
+    st = state[p]
+    if state_step and "step" not in st:
+        st["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+    for name in chain.host[1:]:
+        if name not in st:
+            st[name] = torch.tensor(chain.host_init(name), dtype=chain.host_dtype(name) or scalar_dtype())
+    started = all(name in st for name in chain.state)
+    for name in chain.state:
+        if name not in st:
+            fill = chain.fill(name, group)
+            st[name] = torch.full_like(p, complex(fill, fill) if p.is_complex() else fill)
+    return st, started and bool(chain.state)
+
+
+def advance(
+    state_step: bool, chain: Chain, group: Mapping[str, Any], st: dict[str, Any], started: bool
+) -> list[Scalars]:
+    """Count the step and compute its numbers (hyperparameter tensors that require grad
+    stay tensors, so their gradients flow). Without a ``step`` in the state (SGD, as
+    torch.optim keeps it), a started buffer means a later step: all such a rule asks."""
+    if state_step:
+        step = st["step"]
+        if step.requires_grad:
+            raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
+        step += 1
+        t = float(step)
+    else:
+        t = 2.0 if started else 1.0
+    host = {name: st[name].view(1) for name in chain.host[1:]}
+    chain.advance(group, t, {"step": torch.full((1,), t, dtype=scalar_dtype()), **host})
+    values: dict[str, Any] = {"step": t}
+    for name in chain.host[1:]:  # NAdam's mu_product, as a tensor where it carries a gradient
+        values[name] = st[name].clone() if st[name].requires_grad else float(st[name])
+    with keep_graph():
+        return chain.scalars(group, t, values)
+
+
+def numbers(hs: list[Scalars], like: Tensor) -> list[Scalars]:
+    """Every number as a 0-d tensor of the compute precision, as the engine hands them."""
+    dtype = compute_dtype(like.dtype)
+
+    def one(v: Any) -> Any:
+        if v is True or v is False:
+            return v
+        if isinstance(v, Tensor):
+            return v.to(dtype=dtype, device=like.device)
+        return torch.tensor(v, dtype=dtype, device=like.device)
+
+    return [{k: one(v) for k, v in h.items()} for h in hs]
+
+
+def real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def update(chain: Chain, p: Tensor, g: Tensor, bufs: dict[str, Tensor], hs: list[Scalars]) -> None:
+    """The chain's update in place on ``p`` and ``bufs`` (complex as real pairs)."""
+    chain.update(real(p), real(g), {k: real(v) for k, v in bufs.items()}, numbers(hs, p))
