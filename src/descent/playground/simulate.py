@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..catalog import set_mode
 from ..landscapes.surfaces import Surface
 from .requests import RunSpec
 
@@ -55,6 +56,12 @@ def race(surface: Surface, specs: list[RunSpec], steps: int) -> list[Trace]:
     n = len(specs)
     params = [torch.tensor(surface.start, dtype=DTYPE, requires_grad=True) for _ in specs]
     opts = [s.entry.make([p], compile=False, **s.kwargs) for s, p in zip(specs, params)]
+    # an optimizer that evaluates elsewhere than it trains (Schedule-Free: gradients at y,
+    # the model at x) trains in training mode and is drawn where it says to evaluate
+    modal = [callable(getattr(o, "eval", None)) for o in opts]
+    for o in opts:
+        set_mode(o, True)
+    shown: dict[tuple[int, int], list[float]] = {}
     for p in params:
         # one gradient tensor per param, refilled each step: the engine then finds the
         # gradient where it left it instead of gathering a new one
@@ -86,10 +93,19 @@ def race(surface: Surface, specs: list[RunSpec], steps: int) -> list[Trace]:
         # the box test on two Python floats per run: a few torch ops per step on these
         # tiny tensors would cost as much as an optimizer's step
         for i in alive:
-            if not _inside(params[i].tolist(), box):
+            at = params[i].tolist()
+            if modal[i]:
+                set_mode(opts[i], False)
+                at = shown[(t + 1, i)] = params[i].tolist()
+                set_mode(opts[i], True)
+            if not _inside(at, box):
                 stopped[i] = t + 1
         alive = [i for i in alive if stopped[i] is None]
     xy, loss, grad = _unstack(frames, n, steps)
+    if shown:
+        (t, i) = zip(*shown)
+        xy[list(t), list(i)] = torch.tensor(list(shown.values()), dtype=DTYPE)
+        loss[list(t), list(i)] = surface.f(xy[list(t), list(i)]).detach()
     stacked = [_stack(s, steps) for s in states]
     for opt, store in zip(opts, stacked):
         _initial(opt, store)

@@ -45,6 +45,9 @@ STATE: dict[str, Moment] = {
     "max_exp_avg_sq": Moment("vₘₐₓ", "second", "the largest v so far (AMSGrad)"),
     "acc_delta": Moment("E[Δ²]", "other", "EMA of the squared steps (AdaDelta's numerator)"),
     "mu_product": Moment("Πμ", "other", "product of NAdam's momentum schedule μ₁ … μₜ"),
+    "lr_max": Moment("ηₘₐₓ", "other", "the largest warmed-up learning rate so far (it weights the average)"),
+    "weight_sum": Moment("Σw", "other", "sum of the averaging weights: x is y's running weighted mean"),
+    "z": Moment("z", "other", "Schedule-Free's base sequence z ← z − η·g (y interpolates x and z)"),
 }
 
 
