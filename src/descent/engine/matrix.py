@@ -36,17 +36,25 @@ def check(group: Mapping[str, Any], who: str) -> None:
             raise RuntimeError(f"{who} does not support sparse gradients")
         if g.shape != p.shape:
             raise RuntimeError(
-                f"{who}: a gradient has shape {tuple(g.shape)} but its param {tuple(p.shape)}; nothing was updated"
+                f"{who}: a gradient has shape {tuple(g.shape)} but its param {tuple(p.shape)}; "
+                "nothing was updated"
             )
 
 
 def finite(groups: Sequence[Mapping[str, Any]]) -> bool:
     """Every gradient of these groups holds no inf or NaN (one host read)."""
-    flags = [nonfinite(p.grad) for group in groups for p in group["params"] if p.grad is not None and p.grad.numel()]
+    flags = [
+        nonfinite(p.grad)
+        for group in groups
+        for p in group["params"]
+        if p.grad is not None and p.grad.numel()
+    ]
     return not flags or not bool(torch.stack([f.cpu() for f in flags]).any())
 
 
-def prepare(state: Any, state_step: bool, chain: Chain, group: Mapping[str, Any], p: Tensor) -> tuple[dict, bool]:
+def prepare(
+    state: Any, state_step: bool, chain: Chain, group: Mapping[str, Any], p: Tensor
+) -> tuple[dict, bool]:
     """``state[p]`` with every entry the chain needs for a param of ``p``'s shape (new ones
     as torch.optim starts them), and whether its buffers had started."""
     st = state[p]

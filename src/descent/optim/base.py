@@ -287,11 +287,15 @@ class RuleOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         options = state.pop("_engine_options", {})
+        # (torch's __setstate__ adds "differentiable" to the defaults; a group gets only the
+        # keys this class had, so a Muon group stays torch.optim.Muon's)
+        known = set(self.__dict__.get("defaults", state.get("defaults", {})))
         super().__setstate__(state)
         self.state = tracked_state(self.state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key in known:
+                    group.setdefault(key, value)
             group["params"] = tracked_list(group["params"])
         if "_engine" not in self.__dict__:  # a copy or an unpickled optimizer: an engine of its own
             self._engine = Engine(self.chain, name=type(self).__name__, state_step=self.state_step, **options)

@@ -169,6 +169,10 @@ def muon_param_groups(
     return groups
 
 
+def _what(group: Any) -> str:
+    return "a group without use_muon" if isinstance(group, dict) else type(group).__name__
+
+
 class MuonAdamW(RuleOptimizer):
     r"""Muon for a model's hidden matrices and AdamW for everything else, as one optimizer:
     one ``step``, one ``state_dict``, and lr schedulers see every group.
@@ -203,7 +207,9 @@ class MuonAdamW(RuleOptimizer):
         **defaults: Any,
     ):
         muon = {k: defaults.pop(k) for k in list(defaults) if k in MUON_DEFAULTS}
-        adamw = {k[6:]: defaults.pop(k) for k in list(defaults) if k[6:] in ADAMW_DEFAULTS and k[:6] == "adamw_"}
+        adamw = {
+            k[6:]: defaults.pop(k) for k in list(defaults) if k[6:] in ADAMW_DEFAULTS and k[:6] == "adamw_"
+        }
         if defaults:
             raise TypeError(f"MuonAdamW() got unexpected keyword argument(s): {', '.join(sorted(defaults))}")
         self._kinds = {True: {**MUON_DEFAULTS, **muon}, False: {**ADAMW_DEFAULTS, **adamw}}
@@ -218,7 +224,7 @@ class MuonAdamW(RuleOptimizer):
             raise ValueError(
                 "MuonAdamW needs to know which params are hidden matrices: give it a model, or param "
                 "groups that each say use_muon=True or False (descent.muon_param_groups(model) makes them); "
-                f"got {'a group without use_muon' if isinstance(param_group, dict) else type(param_group).__name__}"
+                f"got {_what(param_group)}"
             )
         kind = bool(param_group["use_muon"])
         super().add_param_group({**self._kinds[kind], **param_group})

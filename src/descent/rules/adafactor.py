@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Descend, Hyper, Transform, read
+from .base import Descend, Hyper, Transform, read, tensor_arithmetic
 
 
 def _rms(x: Tensor) -> Tensor:
@@ -53,9 +53,14 @@ class FactoredSecondMoment(Transform):
     def scalars(self, group, t, host):
         lr = read(group, "lr")
         eps1, eps2 = group["eps"]
+        # torch.optim keeps a tensor lr a tensor: ρ = min(lr, t^−½) is then lr itself while
+        # lr is the smaller, and α = max(ε₂, RMS)·ρ rounds to lr's dtype
+        arith = tensor_arithmetic(group, "lr")
+        low = arith is not None and not 1 / t**0.5 < lr
         return {
             "1-beta2": t ** read(group, self.beta2_decay),
-            "rho": min(lr, 1 / t**0.5),
+            "rho": arith.num(lr) if low else min(lr, 1 / t**0.5),
+            "rho_dtype": arith.dtype if low else None,
             "eps1": None if eps1 is None else float(eps1),
             "eps2": float(eps2),
             "d": read(group, self.d),
@@ -63,7 +68,7 @@ class FactoredSecondMoment(Transform):
 
     def apply(self, u, g, p, s, h):
         eps1 = torch.finfo(p.dtype).eps if h["eps1"] is None else h["eps1"]
-        alpha = torch.clamp(_rms(p), min=h["eps2"]) * h["rho"]
+        alpha = torch.clamp(_rms(p), min=h["eps2"]) * h["rho"]  # before the decay, as torch
         w = h["1-beta2"]
         if u.dim() > 2:  # a matrix (or a stack of them) per batch entry
             row, col = s["row_var"], s["col_var"]
@@ -77,7 +82,11 @@ class FactoredSecondMoment(Transform):
             v = var.clone()
         update = v.clamp_(min=eps1 * eps1).rsqrt_().mul_(u)
         clip = torch.clamp(_rms(update) / h["d"], min=1.0)
-        return update.mul_(alpha / clip)
+        low = h["rho_dtype"]
+        if low is None:
+            return update.mul_(alpha / clip)
+        alpha = torch.clamp(_rms(p), min=h["eps2"]).to(low) * h["rho"]
+        return update.mul_((alpha / clip.to(low)).to(update.dtype))
 
 
 class RelativeStep(Descend):
@@ -90,5 +99,7 @@ class RelativeStep(Descend):
     def scalars(self, group, t, host, pace: float = 1.0):
         out = {"lr": pace}
         if self.decoupled:
-            out["shrink"] = 1 - read(group, self.lr) * read(group, self.weight_decay)
+            lr, wd = read(group, self.lr), read(group, self.weight_decay)
+            arith = tensor_arithmetic(group, self.lr)
+            out["shrink"] = 1 - lr * wd if arith is None else arith.op(1 - arith.op(lr * arith.num(wd)))
         return out

@@ -61,7 +61,9 @@ def adjust_ratio(rule: str | None, rows: int, cols: int) -> float:
     return 1.0
 
 
-def newton_schulz(x: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype) -> Tensor:
+def newton_schulz(
+    x: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype
+) -> Tensor:
     """The orthogonalisation of a batch of matrices ``x`` (``B × A × C``) in ``dtype``: one
     batched matmul per product, whatever the batch size."""
     if steps >= 100:
