@@ -74,16 +74,24 @@ def prepare(
 def step(chain: Chain, group: Mapping[str, Any], state: Any, state_step: bool, who: str) -> None:
     """One step of ``group`` (grad mode off)."""
     check(group, who)
-    batches: dict[tuple, list[tuple[Tensor, Tensor, dict]]] = {}
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        st, started = prepare(state, state_step, chain, group, p)
-        host = tuple(float(st[k]) for k in chain.host if k in st)
-        key = (tuple(p.shape), p.dtype, p.device, started, host)
-        batches.setdefault(key, []).append((p, p.grad, st))
-    for (_, _, _, started, _), items in batches.items():
-        _batch(chain, group, items, state_step, started)
+    params = [p for p in group["params"] if p.grad is not None]
+    while params:
+        # a param listed twice is stepped twice, as torch.optim does: once per pass
+        seen: set[int] = set()
+        batches: dict[tuple, list[tuple[Tensor, Tensor, dict]]] = {}
+        later = []
+        for p in params:
+            if id(p) in seen:
+                later.append(p)
+                continue
+            seen.add(id(p))
+            st, started = prepare(state, state_step, chain, group, p)
+            host = tuple(float(st[k]) for k in chain.host if k in st)
+            key = (tuple(p.shape), p.dtype, p.device, started, host)
+            batches.setdefault(key, []).append((p, p.grad, st))
+        for (_, _, _, started, _), items in batches.items():
+            _batch(chain, group, items, state_step, started)
+        params = later
 
 
 def _batch(chain: Chain, group: Mapping[str, Any], items: list, state_step: bool, started: bool) -> None:
