@@ -180,7 +180,9 @@ class RuleOptimizer(Optimizer):
             except SparseGradient:
                 self._sparse_step()
             for group in whole:  # matrix rules: params batched by shape (descent.engine.matrix)
-                matrix.step(self.chain(group), group, self.state, self.state_step, type(self).__name__)
+                matrix.step(
+                    self.chain(group), group, self.state, self.steps_in_state(group), type(self).__name__
+                )
         finally:
             torch._C._set_grad_enabled(grad)
         for group in self.param_groups:
@@ -198,6 +200,11 @@ class RuleOptimizer(Optimizer):
         if not self.whole_rules and not any(g.get("differentiable") for g in groups):
             return groups
         return [g for g in groups if not g.get("differentiable") and not self._sees_whole(g)]
+
+    def steps_in_state(self, group: Mapping[str, Any]) -> bool:
+        """Whether ``group``'s state publishes a ``step`` (a group stepped by shape may say
+        otherwise than :attr:`state_step`, as MuonAdamW's Muon groups do)."""
+        return self.state_step
 
     def _sees_whole(self, group: dict[str, Any]) -> bool:
         return self.whole_rules and self.chain(group).whole

@@ -236,6 +236,9 @@ class MuonAdamW(RuleOptimizer):
                     "matrices (conv kernels with flatten=True): put it in a use_muon=False group"
                 )
 
+    def steps_in_state(self, group):
+        return not group["use_muon"]  # torch.optim.Muon keeps no step
+
     def rule(self, group):
         if group["use_muon"]:
             return _muon_rule(group)
