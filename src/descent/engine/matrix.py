@@ -4,7 +4,8 @@ moments): params batched by shape, the chain run once per batch.
 Params of a group that share shape, dtype, device and host scalars (``step`` …) form a
 batch: their tensors are stacked along a new leading dimension, so a whole-tensor
 transform does one batched matmul or reduction for all of them (torch.optim.Muon calls
-Newton–Schulz once per tensor), and the elementwise transforms before and after it run
+Newton–Schulz once per tensor; large tensors, whose work dwarfs a call, are not
+stacked but stepped one by one as batches of one), and the elementwise transforms before and after it run
 over the stack as plain tensor ops. The state stays in ``optimizer.state[p]`` as plain
 tensors, shaped and named as torch.optim keeps them (``row_var`` is A × 1), so
 ``state_dict``, checkpoints and edits between steps are torch.optim's own.
@@ -22,6 +23,11 @@ from ..rules.base import Chain, Scalars
 from . import tensorwise
 from .body import nonfinite
 from .layout import scalar_dtype
+
+#: Same-shape tensors at least this long are stepped one by one (as batches of one): a
+#: call per tensor then costs little beside its work, where stacking would copy the params,
+#: gradients and state in and out (four passes of memory traffic for nothing).
+STACK_MAX = 1 << 16
 
 
 def check(group: Mapping[str, Any], who: str) -> None:
@@ -104,9 +110,10 @@ def _batch(chain: Chain, group: Mapping[str, Any], items: list, state_step: bool
             st[k].copy_(st0[k])
     hs = _numbers(chain, hs, p0)
     names = list(chain.buffers(tuple(p0.shape)))
-    if len(items) == 1:  # views: the update lands in place
-        p, g, st = items[0]
-        chain.update(p.unsqueeze(0), g.unsqueeze(0), {k: st[k].unsqueeze(0) for k in names}, hs)
+    if len(items) == 1 or p0.numel() >= STACK_MAX:
+        # a batch of one as views: the update lands in place, nothing is copied
+        for p, g, st in items:
+            chain.update(p.unsqueeze(0), g.unsqueeze(0), {k: st[k].unsqueeze(0) for k in names}, hs)
         return
     params = [p for p, _, _ in items]
     P = torch.stack(params)

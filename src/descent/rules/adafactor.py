@@ -93,11 +93,21 @@ class RelativeStep(Descend):
     """w ← w·(1 − η·λ) − u: the step of a rule whose update carries its own size
     (Adafactor's α_t); η scales only the decoupled weight decay."""
 
+    #: (not linear: a factor pending from an earlier transform is applied to u first, so
+    #: the step is one subtraction, with no multiplication by η)
+    linear = False
+
     def __init__(self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"):
         super().__init__(decoupled=decoupled, lr=lr, weight_decay=weight_decay)
 
+    def apply(self, u, g, p, s, h):
+        if self.decoupled:
+            p.mul_(h["shrink"])
+        p.sub_(u if "pace" not in h else h["pace"] * u)
+        return u
+
     def scalars(self, group, t, host, pace: float = 1.0):
-        out = {"lr": pace}
+        out = {} if pace == 1.0 else {"pace": pace}
         if self.decoupled:
             lr, wd = read(group, self.lr), read(group, self.weight_decay)
             arith = tensor_arithmetic(group, self.lr)
