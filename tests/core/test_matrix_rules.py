@@ -238,3 +238,37 @@ def test_adafactor_refuses_what_torch_refuses():
 def test_adafactor_is_descents_own():
     assert descent.Adafactor is not torch.optim.Adafactor
     assert issubclass(descent.Adafactor, descent.RuleOptimizer)
+
+
+# -- what every descent optimizer offers ------------------------------------------------
+@pytest.mark.parametrize("cls", [descent.Muon, descent.Adafactor])
+def test_skip_nonfinite_leaves_everything_as_it_was(cls):
+    ps = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(3)]
+    opt = cls(ps, skip_nonfinite=True)
+    for p in ps:
+        p.grad = torch.randn(4, 3)
+    opt.step()
+    before = [p.detach().clone() for p in ps], {k: v.clone() for k, v in opt.state[ps[0]].items()}
+    ps[1].grad[0, 0] = float("nan")
+    opt.step()
+    assert opt.skipped_steps == 1
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ps, before[0]))
+    assert all(torch.equal(opt.state[ps[0]][k], v) for k, v in before[1].items())
+
+
+@pytest.mark.parametrize("cls", [descent.Muon, descent.Adafactor])
+def test_a_deep_copy_steps_on_its_own(cls):
+    import copy
+
+    ps = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(2)]
+    opt = cls(ps, ns_dtype="float32") if cls is descent.Muon else cls(ps)
+    for p in ps:
+        p.grad = torch.randn(4, 3)
+    opt.step()
+    twin = copy.deepcopy(opt)
+    qs = twin.param_groups[0]["params"]
+    for p, q in zip(ps, qs):
+        q.grad = p.grad.clone()
+    opt.step()
+    twin.step()
+    assert all(torch.equal(p.detach(), q.detach()) for p, q in zip(ps, qs))

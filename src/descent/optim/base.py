@@ -176,7 +176,9 @@ class RuleOptimizer(Optimizer):
             if whole and not self._whole_ready(whole):
                 return loss
             try:
-                self._engine.step(self._stepped_groups(), self.state)
+                stepped = self._stepped_groups()
+                if stepped or not whole:
+                    self._engine.step(stepped, self.state)
             except SparseGradient:
                 self._sparse_step()
             for group in whole:  # matrix rules: params batched by shape (descent.engine.matrix)
