@@ -1,6 +1,7 @@
 """``descent bench --optimizers muon,adafactor``: the matrix rules against torch.optim's.
 
-Layouts are ``bench_sizes``' GPT-like ones. Muon steps the 2-D matrices of a layout
+Layouts are ``bench_sizes``' GPT-like ones, and ``2000x64x64`` (2,000 matrices of
+64 × 64). Muon steps the 2-D matrices of a layout
 (what it is for: embeddings, biases and norms go to AdamW), Adafactor every tensor.
 Contenders, each on its own copy of the same params and gradients, stepped in alternated
 rounds (the order rotates each round); reported are the median ms/step over the rounds,
@@ -31,6 +32,8 @@ from .bench_sizes import SIZES, numel
 MATRIX_OPTIMIZERS = ("muon", "adafactor")
 MATRIX_CONTENDERS = ("descent", "torch", "heavyball")
 MATRIX_SIZES = ("611K", "6.6M")
+#: beyond the size sweep: many small matrices, where a Python loop per tensor costs most
+LAYOUTS = {**SIZES, "2000x64x64": [(64, 64)] * 2000}
 
 
 @dataclass
@@ -73,8 +76,16 @@ def _make(impl: str, key: str, ps: list) -> torch.optim.Optimizer:
     raise ValueError(f"Unknown contender {impl!r}; choose from: {', '.join(MATRIX_CONTENDERS)}")
 
 
+def _regrad(ps: list, gs: list) -> Callable[[], None]:
+    def put() -> None:
+        for p, g in zip(ps, gs):
+            p.grad = g
+
+    return put
+
+
 def _shapes(key: str, size: str) -> list[tuple[int, ...]]:
-    shapes = SIZES[size]
+    shapes = LAYOUTS[size]
     return [s for s in shapes if len(s) == 2] if key == "muon" else list(shapes)
 
 
@@ -89,8 +100,8 @@ def run_matrix(
         if key not in MATRIX_OPTIMIZERS:
             raise ValueError(f"Unknown matrix optimizer {key!r}; choose from: {', '.join(MATRIX_OPTIMIZERS)}")
     for s in sizes:
-        if s not in SIZES:
-            raise ValueError(f"Unknown size {s!r}; choose from: {', '.join(SIZES)}")
+        if s not in LAYOUTS:
+            raise ValueError(f"Unknown size {s!r}; choose from: {', '.join(LAYOUTS)}")
     report = MatrixReport(
         device=f"cpu: {platform.processor() or platform.machine()}",
         torch=torch.__version__,
@@ -105,19 +116,22 @@ def run_matrix(
             gen = torch.Generator().manual_seed(0)
             init = [torch.randn(s, generator=gen) * 0.02 for s in shapes]
             grads = [torch.randn(s, generator=gen) for s in shapes]
-            steps, notes = {}, {}
+            steps, notes, prepare = {}, {}, {}
             for impl in impls:
                 ps = [torch.nn.Parameter(x.clone()) for x in init]
-                for p, g in zip(ps, grads):
-                    p.grad = g.clone()
+                gs = [g.clone() for g in grads]
+                # every step sees the gradients (heavyball sets p.grad to None after its
+                # step); the assignment runs outside the timing, for every contender alike
+                prepare[impl] = _regrad(ps, gs)
+                prepare[impl]()
                 try:
                     opt = _make(impl, key, ps)
-                    opt.step()  # state allocated, outside the timing
+                    opt.step()  # state allocated (heavyball compiles), outside the timing
                 except Exception as exc:  # (ImportError included: heavyball is optional)
                     notes[impl] = f"{type(exc).__name__}: {exc}"[:120]
                     continue
                 steps[impl] = opt.step
-            times = race(steps, dev, rounds) if steps else {}
+            times = race(steps, dev, rounds, prepare={k: prepare[k] for k in steps}) if steps else {}
             base = statistics.median(times["torch"]) if "torch" in times else None
             for impl in impls:
                 n, k = numel(shapes), len(shapes)
