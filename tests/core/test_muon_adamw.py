@@ -165,3 +165,8 @@ def test_compose_adam_moments_with_an_orthogonalised_update():
     expected = w - 0.01 * math.sqrt(5 / 3) * X.T.double()
     assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-7)
     assert set(opt.state[p]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_step_in_backward_is_refused_with_the_reason():
+    with pytest.raises(TypeError, match="MuonAdamW steps same-shape tensors together"):
+        descent.step_in_backward(None, descent.MuonAdamW(TinyGPT()))
