@@ -25,7 +25,19 @@ from collections import Counter
 from pathlib import Path
 
 #: torch.optim classes that descent rewrites (same names)
-NAMES = ("SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Adamax", "RAdam")
+NAMES = (
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Adamax",
+    "RAdam",
+    "Muon",
+    "Adafactor",
+)
 
 
 def _stub_siblings() -> None:

@@ -2,8 +2,8 @@
 
 ``import descent as optim`` in place of ``import torch.optim as optim``: the same
 classes, arguments, ``state_dict`` and numbers, run by a fused flat-storage engine.
-torch.optim's optimizers that descent does not rewrite (LBFGS, Rprop, ASGD, SparseAdam,
-Adafactor) and its ``lr_scheduler`` and ``swa_utils`` are re-exported unchanged, so the
+torch.optim's optimizers that descent does not rewrite (LBFGS, Rprop, ASGD, SparseAdam)
+and its ``lr_scheduler`` and ``swa_utils`` are re-exported unchanged, so the
 swap is one import.
 """
 
@@ -20,6 +20,7 @@ from .optim import (
     ADOPT,
     SGD,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -28,17 +29,20 @@ from .optim import (
     EMAMomentum,
     Lion,
     LookaheadNesterov,
+    Muon,
+    MuonAdamW,
     NAdam,
     RAdam,
     RMSprop,
     RuleOptimizer,
     SGDScheduleFree,
     compose,
+    muon_param_groups,
     step_in_backward,
 )
 
 #: torch.optim classes re-exported as they are (not run by descent's engine).
-_FROM_TORCH = ("ASGD", "LBFGS", "Rprop", "SparseAdam", "Adafactor")
+_FROM_TORCH = ("ASGD", "LBFGS", "Rprop", "SparseAdam")
 
 
 def __getattr__(name: str) -> Any:
@@ -56,6 +60,7 @@ __all__ = [
     "ADOPT",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -64,6 +69,8 @@ __all__ = [
     "EMAMomentum",
     "Lion",
     "LookaheadNesterov",
+    "Muon",
+    "MuonAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",
@@ -71,6 +78,7 @@ __all__ = [
     "RuleOptimizer",
     "SGDScheduleFree",
     "compose",
+    "muon_param_groups",
     "step_in_backward",
     "lr_scheduler",
     "rules",

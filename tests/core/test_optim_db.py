@@ -29,6 +29,7 @@ CONFIGS = [
     for info in INFOS
     for i, _ in enumerate(info.optim_inputs_func(device="cpu"))
     for flag, dtype in (("plain", torch.float64), ("plain", torch.float32), ("differentiable", torch.float64))
+    if flag == "plain" or "differentiable" in info.supported_impls  # (Muon and Adafactor have none)
 ]
 ERRORS = [
     (info, i)
@@ -39,6 +40,8 @@ ERRORS = [
 
 def test_every_torch_named_optimizer_is_covered():
     assert {i.name for i in INFOS} >= {
+        "Muon",
+        "Adafactor",
         "SGD",
         "Adagrad",
         "RMSprop",
@@ -68,14 +71,17 @@ def _run(cls, kwargs, dtype, differentiable):
         params = [p.detach().clone().requires_grad_().clone() for p in model.parameters()]
     else:
         params = list(model.parameters())
+    if cls.__name__ == "Muon":  # hidden matrices only: the biases would be refused
+        params = [p for p in params if p.ndim == 2]
     opt = cls(params, **kwargs, **({"differentiable": True} if differentiable else {}))
     for i in range(7):
         for p in params:
             p.grad = None
         if i != 3:
-            w1, b1, w2, b2 = params
+            w1, b1, w2, b2 = model.parameters() if len(params) == 2 else params
             out = torch.sigmoid(torch.sigmoid(x @ w1.T + b1) @ w2.T + b2)
-            grads = torch.autograd.grad(out.sum(), params)
+            grads = torch.autograd.grad(out.sum(), [w1, b1, w2, b2])
+            grads = [g for q, g in zip([w1, b1, w2, b2], grads) if any(q is p for p in params)]
             for p, g in zip(params, grads):
                 p.grad = g
         opt.step()
@@ -88,7 +94,7 @@ def _run(cls, kwargs, dtype, differentiable):
 
 def _kwargs(cls, info, config, flag):
     kwargs = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in config.kwargs.items()}
-    if cls is info.optim_cls and flag == "plain":
+    if cls is info.optim_cls and flag == "plain" and "foreach" in info.supported_impls:
         kwargs["foreach"] = False  # torch's reference for-loop
     return kwargs
 
@@ -99,6 +105,8 @@ def _kwargs(cls, info, config, flag):
 def test_config_matches_torch(info, index, flag, dtype):
     config = info.optim_inputs_func(device="cpu")[index]
     tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    if info.name == "Muon":  # Newton–Schulz in bfloat16 (8-bit mantissa), batched as torch's is not
+        tol = {"rtol": 1e-2, "atol": 1e-3}
     runs = []
     before = torch.get_default_dtype()
     if flag == "differentiable":

@@ -35,6 +35,7 @@ OPTIMIZERS = [
     ("NAdam", {}),
     ("Adamax", {}),
     ("RAdam", {}),
+    ("Adafactor", {"weight_decay": 0.1}),  # a whole-tensor rule: state kept per tensor
 ]
 
 SHAPES = [(4, 3), (3,), (5,), (2, 2)]

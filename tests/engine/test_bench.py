@@ -68,3 +68,16 @@ def test_layout_table_and_first_step(capsys):
 def test_bad_input_is_named(argv, message, capsys):
     assert cli(["bench", "--no-first-step", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_matrix_rules_are_timed_against_torch(capsys):
+    argv = ["bench", "--optimizers", "muon,adafactor", "--sizes", "104K", "--impls", "descent,torch,nope"]
+    assert cli([*argv, "--repeat", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["optimizer"], r["impl"]): r for r in report["rows"]}
+    assert rows[("muon", "descent")]["tensors"] == 9  # the 2-D matrices of the layout only
+    assert rows[("adafactor", "torch")]["tensors"] == 27
+    for key in ("muon", "adafactor"):
+        r = rows[(key, "descent")]
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["speedup_vs_torch"] > 0
+        assert rows[(key, "nope")]["median_ms"] is None and "Unknown contender" in rows[(key, "nope")]["note"]

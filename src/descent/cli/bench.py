@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bench, bench_dist, bench_loop, bench_sizes
+from .. import bench, bench_dist, bench_loop, bench_matrix, bench_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,7 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         f"{4 * bench_dist.BLOCKS} sharded tensors, against torch.optim's foreach and fused "
         f"(default optimizers: {','.join(bench_dist.FSDP_OPTIMIZERS)})",
     )
-    p.add_argument("--optimizers", default=None, help="comma-separated keys (default: every one)")
+    p.add_argument(
+        "--optimizers",
+        default=None,
+        help="comma-separated keys (default: every one); muon,adafactor alone time the matrix rules "
+        "against torch.optim (and heavyball where installed) on --sizes layouts (default 611K,6.6M)",
+    )
     p.add_argument("--impls", default=None, help="comma-separated implementations")
     p.add_argument("--few", default=None, help="'few big tensors' layout as COUNTxSIZE")
     p.add_argument("--many", default=None, help="'many small tensors' layout as COUNTxSIZE")
@@ -91,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
                 rounds=args.repeat,
             )
             text, table = bench_loop.to_json(loop), bench_loop.format_table(loop)
+        elif args.optimizers and set(keys(args.optimizers)) <= set(bench_matrix.MATRIX_OPTIMIZERS):
+            mat = bench_matrix.run_matrix(
+                keys(args.optimizers),
+                keys(args.sizes or ",".join(bench_matrix.MATRIX_SIZES)),
+                impls=keys(args.impls or ",".join(bench_matrix.MATRIX_CONTENDERS)),
+                rounds=args.repeat,
+            )
+            text, table = bench_matrix.to_json(mat), bench_matrix.format_table(mat)
         elif args.fsdp:
             fsdp = bench_dist.run_fsdp(
                 keys(args.optimizers or ",".join(bench_dist.FSDP_OPTIMIZERS)),

@@ -1,6 +1,7 @@
 """The public optimizer classes."""
 
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
@@ -9,6 +10,7 @@ from .base import RuleOptimizer
 from .compose import compose
 from .inbackward import InBackward, step_in_backward
 from .lion import Lion
+from .muon import Muon, MuonAdamW, muon_param_groups
 from .nadam import NAdam
 from .nesterov import LookaheadNesterov
 from .radam import RAdam
@@ -20,6 +22,7 @@ __all__ = [
     "ADOPT",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -29,6 +32,8 @@ __all__ = [
     "InBackward",
     "Lion",
     "LookaheadNesterov",
+    "Muon",
+    "MuonAdamW",
     "NAdam",
     "RAdam",
     "RMSprop",
@@ -36,5 +41,6 @@ __all__ = [
     "SGDScheduleFree",
     "ScheduleFreeOptimizer",
     "compose",
+    "muon_param_groups",
     "step_in_backward",
 ]

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
-from ..engine import Engine, differentiable, sparse, tracked_list, tracked_state
+from ..engine import Engine, differentiable, matrix, sparse, tracked_list, tracked_state
 from ..engine.errors import SparseGradient
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
@@ -57,6 +57,9 @@ class RuleOptimizer(Optimizer):
     decoupled_key: ClassVar[str] = "decoupled_weight_decay"
     #: Sparse gradients are stepped (on the rows they name), as torch.optim's SGD and Adagrad do.
     sparse_grads: ClassVar[bool] = False
+    #: Some chain of this class may hold a whole-tensor transform (Muon, Adafactor): its
+    #: groups are stepped by shape (:mod:`descent.engine.matrix`), outside the flat engine.
+    whole_rules: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -169,10 +172,19 @@ class RuleOptimizer(Optimizer):
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
+            whole = self._whole_groups()
+            if whole and not self._whole_ready(whole):
+                return loss
             try:
-                self._engine.step(self._stepped_groups(), self.state)
+                stepped = self._stepped_groups()
+                if stepped or not whole:
+                    self._engine.step(stepped, self.state)
             except SparseGradient:
                 self._sparse_step()
+            for group in whole:  # matrix rules: params batched by shape (descent.engine.matrix)
+                matrix.step(
+                    self.chain(group), group, self.state, self.steps_in_state(group), type(self).__name__
+                )
         finally:
             torch._C._set_grad_enabled(grad)
         for group in self.param_groups:
@@ -184,13 +196,36 @@ class RuleOptimizer(Optimizer):
         return loss
 
     def _stepped_groups(self) -> list[dict[str, Any]]:
-        """The groups the flat engine steps (a differentiable one steps through autograd)."""
+        """The groups the flat engine steps (a differentiable one steps through autograd, one
+        whose chain sees whole tensors by shape)."""
         groups = self.param_groups
-        return (
-            groups
-            if not any(g.get("differentiable") for g in groups)
-            else [g for g in groups if not g.get("differentiable")]
-        )
+        if not self.whole_rules and not any(g.get("differentiable") for g in groups):
+            return groups
+        return [g for g in groups if not g.get("differentiable") and not self._sees_whole(g)]
+
+    def steps_in_state(self, group: Mapping[str, Any]) -> bool:
+        """Whether ``group``'s state publishes a ``step`` (a group stepped by shape may say
+        otherwise than :attr:`state_step`, as MuonAdamW's Muon groups do)."""
+        return self.state_step
+
+    def _sees_whole(self, group: dict[str, Any]) -> bool:
+        return self.whole_rules and self.chain(group).whole
+
+    def _whole_groups(self) -> list[dict[str, Any]]:
+        if not self.whole_rules:
+            return []
+        return [g for g in self.param_groups if not g.get("differentiable") and self.chain(g).whole]
+
+    def _whole_ready(self, whole: list[dict[str, Any]]) -> bool:
+        """Checks before a step that has matrix rules writes anything: torch.optim's refusals,
+        and with ``skip_nonfinite`` every gradient's finiteness (False: skip the step)."""
+        for group in whole:
+            matrix.check(group, type(self).__name__)
+        e = self._engine
+        if e.guard and not matrix.finite([*whole, *self._stepped_groups()]):
+            e.skipped += 1
+            return False
+        return True
 
     def _sparse_step(self) -> None:
         """A step in which some gradients are sparse (the engine refused it before writing
@@ -261,11 +296,15 @@ class RuleOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         options = state.pop("_engine_options", {})
+        # (torch's __setstate__ adds "differentiable" to the defaults; a group gets only the
+        # keys this class had, so a Muon group stays torch.optim.Muon's)
+        known = set(self.__dict__.get("defaults", state.get("defaults", {})))
         super().__setstate__(state)
         self.state = tracked_state(self.state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key in known:
+                    group.setdefault(key, value)
             group["params"] = tracked_list(group["params"])
         if "_engine" not in self.__dict__:  # a copy or an unpickled optimizer: an engine of its own
             self._engine = Engine(self.chain, name=type(self).__name__, state_step=self.state_step, **options)

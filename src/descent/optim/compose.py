@@ -30,6 +30,9 @@ def compose(
     gradient and the step; pass ``rule=`` instead to choose them per param group
     (``flags`` then names the group keys the choice depends on; by default every
     boolean hyperparameter). ``decoupled=True`` makes weight decay decoupled.
+    Whole-tensor transforms (``rules.Orthogonalize``, ``rules.FactoredSecondMoment``)
+    compose with the elementwise ones: the optimizer then steps same-shape params as
+    batches (see ``descent.engine.matrix``).
 
     Example — the notes' RMSProp with momentum on the raw gradient, in three lines::
 
@@ -74,6 +77,8 @@ def compose(
         "flags": tuple(dict.fromkeys((*RuleOptimizer.flags, *flags))),
         "checks": {**COMMON, **(checks or {})},
         "state_step": state_step,
+        # a rule chosen per group may hold a whole-tensor transform: such groups step by shape
+        "whole_rules": rule is not None or any(t.whole for t in fixed),
         "decoupled_default": decoupled,
         "__doc__": doc or f"{name}: " + " → ".join(repr(t) for t in fixed),
         "__qualname__": name,

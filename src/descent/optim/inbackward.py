@@ -53,6 +53,12 @@ def step_in_backward(
     if type(optimizer).step is not RuleOptimizer.step:
         name = type(optimizer).__name__
         raise TypeError(f"{name} needs its own step() (a closure), so it cannot step inside backward")
+    if optimizer.whole_rules:
+        name = type(optimizer).__name__
+        raise TypeError(
+            f"{name} steps same-shape tensors together (matrix rules), so it cannot step each param "
+            "inside backward as its gradient arrives; call optimizer.step() after backward"
+        )
     if optimizer._in_backward is not None:
         raise RuntimeError(f"this {type(optimizer).__name__} already steps inside backward")
     from torch.nn.parallel import DistributedDataParallel

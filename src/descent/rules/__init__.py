@@ -4,9 +4,11 @@ A named optimizer is a short :class:`Chain` of these; see :func:`descent.compose
 building a new one.
 """
 
+from .adafactor import FactoredSecondMoment, RelativeStep
 from .adaptive import AdaDelta, EMAOfSquares, InfinityNorm, Rectified, SumOfSquares
 from .base import Chain, Descend, Hyper, Prepare, Scalars, Transform, read, square
 from .momentum import EMA, HeavyBall, LookaheadMomentum, NesterovEMA
+from .muon import MuonMomentum, Orthogonalize
 from .sign import Lion
 
 __all__ = [
@@ -15,14 +17,18 @@ __all__ = [
     "Chain",
     "Descend",
     "EMAOfSquares",
+    "FactoredSecondMoment",
     "HeavyBall",
     "Hyper",
     "InfinityNorm",
     "Lion",
     "LookaheadMomentum",
+    "MuonMomentum",
     "NesterovEMA",
+    "Orthogonalize",
     "Prepare",
     "Rectified",
+    "RelativeStep",
     "Scalars",
     "SumOfSquares",
     "Transform",

@@ -21,6 +21,13 @@ elementary operations (``+ − * /``, :func:`sqrt`, ``torch.maximum``, ``abs``,
 ``h`` arrives as a 0-d tensor, eagerly and compiled alike, so both paths round the same
 way bit for bit (``tests/engine`` checks it for every optimizer). A ``bool`` in ``h``
 is static: the kernel is specialized on it, so Python ``if`` on it is fine.
+
+A *whole-tensor* transform (:attr:`Transform.whole`: Muon's Newton–Schulz, Adafactor's
+factored second moment) needs a tensor's shape. A chain that holds one runs eagerly on
+batches of same-shape tensors (a leading batch dimension on ``u``, ``g``, ``p`` and every
+state buffer; see ``descent.engine.matrix``), elementwise transforms before and after it
+included, so such a transform may use any torch op (matmuls, reductions over its own
+tensor's dimensions, never over the batch).
 """
 
 from __future__ import annotations
@@ -63,6 +70,15 @@ class Transform:
     #: ``apply(c·u) = c·apply(u)`` for a scalar ``c > 0``, and the state never sees ``u``:
     #: a scalar factor pending from an earlier transform may then wait until the step.
     linear: bool = False
+    #: Sees each tensor whole, with its shape (dimension 0 of every tensor ``apply`` gets
+    #: is a batch of same-shape params): see the module's docstring.
+    whole: bool = False
+
+    def buffers(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The state buffers of a param of ``shape`` and their shapes (torch.optim's):
+        every name in :attr:`state`, param-shaped, unless a whole-tensor transform keeps
+        other shapes (Adafactor's row and column factors)."""
+        return {name: tuple(shape) for name in self.state}
 
     def fill(self, name: str, group: Mapping[str, Any]) -> float:
         """Initial value of state buffer ``name``."""
@@ -196,6 +212,8 @@ class Chain:
             raise ValueError(f"host scalars must be unique and not 'step': {hosts}")
         self.state: tuple[str, ...] = tuple(names)
         self.host: tuple[str, ...] = ("step", *hosts)
+        #: some transform sees whole tensors: the chain runs on batches of same-shape params
+        self.whole: bool = any(tr.whole for tr in self.transforms)
         self.key: Hashable = tuple(tr.key() for tr in self.transforms)
 
     def owner(self, name: str) -> Transform:
@@ -203,6 +221,10 @@ class Chain:
 
     def fill(self, name: str, group: Mapping[str, Any]) -> float:
         return self.owner(name).fill(name, group)
+
+    def buffers(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The state buffers of a param of ``shape``, in chain order, with their shapes."""
+        return {k: v for tr in self.transforms for k, v in tr.buffers(tuple(shape)).items()}
 
     def host_init(self, name: str) -> float:
         return 0.0 if name == "step" else self.owner(name).host_init(name)
