@@ -42,8 +42,10 @@ def tables(report: dict) -> str:
                 mcells.append(f"{r['peak_rss_mb']:,.0f}")
         time.append(f"| {model} | {variant} | " + " | ".join(tcells) + " |")
         mem.append(f"| {model} | {variant} | " + " | ".join(mcells) + " |")
-    return "ms/iteration, median [min–max] (× torch fused):\n\n" + "\n".join(time) + (
-        "\n\npeak resident memory, MB (± torch fused):\n\n" + "\n".join(mem)
+    return (
+        "ms/iteration, median [min–max] (× torch fused):\n\n"
+        + "\n".join(time)
+        + ("\n\npeak resident memory, MB (± torch fused):\n\n" + "\n".join(mem))
     )
 
 
