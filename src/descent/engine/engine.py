@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, get_num_threads, set_num_threads
 
 from ..rules.base import Chain
+from . import formats
 from .body import nonfinite
 from .bucket import Bucket
 from .grads import Grads, collect, items, piece
@@ -34,6 +35,7 @@ from .kernels import (
     kernel_for,
     pack,
     run_eager,
+    run_stored,
     scalar_tensor,
     warn,
 )
@@ -137,7 +139,9 @@ class Engine:
 
     ``chain_for(group)`` gives a group's chain; ``name`` names the optimizer in
     messages; ``state_step`` publishes a per-param ``step`` in the state, as torch.optim
-    does for every optimizer but plain SGD.
+    does for every optimizer but plain SGD. ``state_dtype`` (None, ``"bfloat16"``,
+    ``"8bit"``) and ``stochastic_rounding`` (of bfloat16 params) choose how flat buckets
+    store state and write params (:mod:`.formats`).
     """
 
     def __init__(
@@ -149,10 +153,27 @@ class Engine:
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
-        for key, value in (("flat", flat), ("skip_nonfinite", skip_nonfinite)):
+        for key, value in (
+            ("flat", flat),
+            ("skip_nonfinite", skip_nonfinite),
+            ("stochastic_rounding", stochastic_rounding),
+        ):
             if not isinstance(value, bool):
                 raise TypeError(f"Invalid {key} setting: {value!r} (expected True or False)")
+        self.state_dtype = formats.parse_state_dtype(state_dtype)
+        self.sr = stochastic_rounding
+        if not flat and (self.state_dtype is not None or self.sr):
+            what = (
+                f"state_dtype={state_dtype!r}" if self.state_dtype is not None else "stochastic_rounding=True"
+            )
+            raise ValueError(
+                f"{what} needs flat=True: compact state and stochastic rounding live in descent's "
+                "flat buffers (with flat=False every param keeps its own storage and its state "
+                "the param's dtype)"
+            )
         self.chain_for = chain_for
         self.name = name
         self.flat = flat
@@ -164,6 +185,8 @@ class Engine:
         self.keeper = StateKeeper(state_step)
         #: times another descent optimizer took params out of this one's buffers
         self.retaken = 0
+        #: buckets made so far (each takes the next stochastic-rounding seed)
+        self.made = 0
 
     @property
     def reload(self) -> bool:
@@ -191,9 +214,16 @@ class Engine:
                 continue
             chain = self.chain_for(group)
             statics, names, _ = pack(next(fresh_scalars(chain, group)))
-            for dtype, device in {(real_dtype(p.dtype), p.device) for p in params}:
+            kinds = {(real_dtype(p.dtype), p.device, self._format(p.numel(), p.dtype)) for p in params}
+            for dtype, device, fmt in kinds:
                 if device.type != "meta":
-                    kernel_for(chain, statics, names, dtype, device, self.guard).ready(False)
+                    kernel_for(chain, statics, names, dtype, device, self.guard, fmt).ready(False)
+
+    def _format(self, numel: int, dtype: torch.dtype) -> formats.Format | None:
+        """The state format of a flat bucket whose smallest param has ``numel`` elements."""
+        if self.state_dtype is None and not self.sr:
+            return None
+        return formats.for_bucket(self.state_dtype, self.sr, numel, dtype)
 
     # -- the step ------------------------------------------------------------------------
     def step(self, groups: Sequence[dict], state: dict) -> None:
@@ -369,6 +399,8 @@ class Engine:
             chain.advance(group, t, host)
             values = {k: v[0].item() for k, v in host.items()}
         statics, names, numbers = pack(chain.scalars(group, t, values))
+        if b.fmt is not None:
+            return self._run_stored(task, run, guard, t, statics, names, numbers)
         scal = kern = None
         for p, g, bufs in self._pieces(task, run, chain.state):
             n = p.numel()
@@ -391,6 +423,40 @@ class Engine:
             run_eager(chain, statics, names, scal, p, g, bufs)
         return True
 
+    def _run_stored(self, task: Task, run: Run, guard: bool, t: float, statics, names, numbers) -> bool:
+        """:meth:`_run`'s kernel calls for a bucket whose state is kept in a format: each
+        call gets the step's noise key and its first element's position in the bucket,
+        and returns the new 8-bit block scales, written back here."""
+        b, chain = task.b, task.chain
+        fmt = b.fmt
+        assert fmt is not None
+        seed = formats.step_key(b.seed, int(t), 0)
+        scal = kern = None
+        origin = b.P.storage_offset()
+        least = max(KERNEL_MIN, formats.BLOCK + 1 if b.unit > 1 else 0)
+        for p, g, bufs in self._pieces(task, run, chain.state):
+            n = p.numel()
+            if n == 0:
+                continue
+            if scal is None:
+                scal = scalar_tensor(numbers, p)
+                if self.compile is not False:
+                    kern = b.kernels.get((chain, statics, names, guard))
+                    if kern is None:
+                        kern = kernel_for(chain, statics, names, p.dtype, p.device, guard, fmt)
+                        b.kernels[(chain, statics, names, guard)] = kern
+            key = (seed, p.storage_offset() - origin)
+            wait = True if self.compile is True else None
+            if kern is not None and n >= least and kern.ready(wait):
+                k = torch.tensor(key, dtype=torch.int32, device=p.device)
+                if not _call(kern.fn, [p, g, scal, *bufs, k], n):
+                    return False
+                continue
+            if guard and not finite(g):
+                return False
+            run_stored(chain, fmt, statics, names, scal, p, g, bufs, key)
+        return True
+
     # -- buckets -------------------------------------------------------------------------
     def _entry(self, gi: int, group: dict, chain: Chain, state: dict) -> _Group:
         while len(self.groups) <= gi:
@@ -407,7 +473,7 @@ class Engine:
             if entry is not None and any(b.taken() for b in entry.buckets):
                 self._taken()
             unique = list({id(p): p for p in params}.values())
-            buckets = [Bucket(ps, f, tiled, sh) for ps, f, tiled, sh in plan(unique, self.flat)]
+            buckets = self._buckets(unique)
             entry = _Group(group, params, list(params), version(params), buckets, _repeats(params, buckets))
             self.groups[gi] = entry
         for b in entry.buckets:
@@ -415,6 +481,16 @@ class Engine:
             if fresh or self.keeper.reload or (grown and 1 in b.exposed):
                 self.keeper.adopt(state, b, chain, group, fresh=fresh)
         return entry
+
+    def _buckets(self, params: list) -> list[Bucket]:
+        out = []
+        for ps, flat, tiled, sh in plan(params, self.flat, self.state_dtype):
+            fmt = None
+            if flat and not sh:
+                fmt = self._format(min(p.numel() for p in ps), ps[0].dtype)
+            self.made += 1
+            out.append(Bucket(ps, flat, tiled, sh, fmt=fmt, seed=self.made))
+        return out
 
     def _taken(self) -> None:
         """Another descent optimizer re-homed this one's params; moving them back is a

@@ -195,13 +195,13 @@ def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
         return p, G, bufs
     if kind == "one":
         i = item[1]
-        return b.pwindow(i), _read(b, i, gr.grads[i]), [b.swindow(k, i) for k in names]
+        bufs = [b.swindow(k, i) for k in names] if b.unit == 1 else b.bufs(names, b.starts[i], b.ends[i])
+        return b.pwindow(i), _read(b, i, gr.grads[i]), bufs
     _, i, j, lo, hi, views, gaps = item
     torch._foreach_copy_(views, gr.grads[i:j])
     if gaps:
         torch._foreach_zero_(gaps)
-    bufs = [window(b.state[k], lo, hi) for k in names]
-    return window(b.P, lo, hi), window(b.staging, 0, hi - lo), bufs
+    return window(b.P, lo, hi), window(b.staging, 0, hi - lo), b.bufs(names, lo, hi)
 
 
 def _read(b: Bucket, i: int, g: Tensor) -> Tensor:
