@@ -19,10 +19,10 @@ ones included — gets every format without a line of its own.
     - a block with a negative element: a sign bit and 4 exponent bits (magnitudes
       ``a`` down to ``a·2⁻¹⁸``, subnormals included), as a first moment needs;
     - a block of non-negative values (second moments, AdaGrad's sums, Adamax's max…):
-      no sign bit, 5 exponent bits (down to ``a·2⁻³⁴``). That range is the square of the
-      signed one's, so a second moment ``v ≈ g²`` rounds to zero no earlier than its
-      first moment ``m ≈ g`` does: Adam's ``m/(√v + ε)`` never sees a kept ``m`` over a
-      lost ``v`` (the failure that makes a linear 8-bit map diverge).
+      no sign bit, 5 exponent bits (down to ``a·2⁻³⁴``), and a positive value never
+      rounds to zero (it reads as the smallest code instead): Adam's ``m/(√v + ε)``
+      then never divides a kept first moment by a lost second moment, the failure that
+      makes a plain 8-bit map blow up on rarely-seen coordinates.
 
     Why a float map rather than bitsandbytes' dynamic tree (a 256-entry table searched
     per element) or torchao's (the nearest of 256 codes by argmin: its 452 ms CPU step):
@@ -180,6 +180,9 @@ def encode(x: Tensor, nb: Any = None) -> tuple[Tensor, Tensor]:
     normal = ((y.view(torch.int32) + (1 << 19)) >> 20) - (768 + 128 * si)
     mag = torch.where(torch.where(s, y < 2.0**-14, y < 2.0**-30), sub, normal)
     mag = torch.minimum(mag, 255 - 128 * si)
+    # an unsigned block never rounds a positive value to zero: a second moment too small
+    # for the map reads as the smallest code, never as 0 under a first moment that is not
+    mag = torch.where(s | (y <= 0), mag, torch.clamp(mag, min=1))
     code = mag + 128 * (s & (xb < 0)).to(torch.int32)
     return code.to(torch.uint8).reshape(-1)[:n], torch.where(signed, -a, a)
 

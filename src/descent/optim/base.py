@@ -13,6 +13,7 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hoo
 
 from ..engine import Engine, differentiable, sparse, tracked_list, tracked_state
 from ..engine.errors import SparseGradient
+from ..engine.formats import SCALE_SUFFIX
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -273,6 +274,7 @@ class RuleOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        _keep_codes(self, state_dict)
         self.state = tracked_state(self.state)  # torch.optim built a new mapping, which only it held
         self._engine.reload = True
 
@@ -313,6 +315,22 @@ class RuleOptimizer(Optimizer):
         """
         if set_to_none or not self._engine.hold_grads(self.param_groups):
             _unwrapped("zero_grad")(self, set_to_none=set_to_none)
+
+
+def _keep_codes(opt: RuleOptimizer, state_dict: dict[str, Any]) -> None:
+    """8-bit state as the checkpoint holds it: torch.optim's load casts every state tensor
+    of a float param to the param's dtype, codes and block scales included, which would
+    turn codes into numbers."""
+    saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    where = dict(zip(saved, params))
+    for k, entry in state_dict["state"].items():
+        p = where.get(k)
+        if p is None or not isinstance(entry, dict):
+            continue
+        for name, v in entry.items():
+            if isinstance(v, torch.Tensor) and (v.dtype == torch.uint8 or name.endswith(SCALE_SUFFIX)):
+                opt.state[p][name] = v.to(device=p.device, copy=True)
 
 
 _profiling = torch._C._autograd._profiler_enabled
