@@ -233,14 +233,14 @@ def _format_args(spec: Spec, args: tuple, size) -> tuple[tuple, tuple]:
     n = p.shape[0]
     dtype = state_formats.storage_dtype(spec.fmt, spec.dtype)
     bufs, dims = [], []
-    blocks = torch.export.Dim("blocks", min=2)
-    if state_formats.slots(spec.fmt) == 2:  # (8-bit buckets hold params of ≥ 4,096 elements)
-        size = torch.export.Dim("n", min=BLOCK + 1)
+    blocks = torch.export.Dim("blocks", min=1)
+    if state_formats.slots(spec.fmt) == 2:  # 8-bit runs are whole blocks (see grads.piece)
+        size = BLOCK * blocks
     for _ in spec.state:
         bufs.append(torch.zeros(n, dtype=dtype, device=p.device))
         dims.append({0: size})
         if state_formats.slots(spec.fmt) == 2:
-            bufs.append(torch.ones(n // BLOCK or 2, dtype=torch.float32, device=p.device))
+            bufs.append(torch.ones(n // BLOCK, dtype=torch.float32, device=p.device))
             dims.append({0: blocks})
     key = torch.zeros(2, dtype=torch.int32, device=p.device)
     return (p, g, scal, bufs, key), ({0: size}, {0: size}, None, dims, None)

@@ -78,6 +78,8 @@ def stored(
     rounding hashes. Returns the flag ``bad`` with ``guard``."""
     compute = torch.float64 if p.dtype == torch.float64 else torch.float32
     pos = torch.arange(p.shape[0], dtype=torch.int32, device=p.device) + key[1]
+    if fmt.state == "8bit":  # every tensor as rows of a block: one pass, block by block
+        p, g, pos = formats.rows(p), formats.rows(g), formats.rows(pos)
     state = formats.load(fmt, bufs, compute)
     bad = nonfinite(g) if guard else None
     # (a float32 param is updated in place, unless the guard may have to keep it)

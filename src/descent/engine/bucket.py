@@ -60,6 +60,8 @@ class Bucket:
         #: 8-bit state: each buffer's block scales (signed absmax), by state name
         self.scales: dict[str, Tensor] = {}
         self.unit = BLOCK if fmt is not None and fmt.state == "8bit" else 1
+        #: 8-bit: a block's worth of gradient, for the last partial block of a param
+        self.tail: Tensor | None = None
         n = len(params)
         self.numels = [p.numel() for p in params]
         self.shapes = [p.shape for p in params]

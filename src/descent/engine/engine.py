@@ -25,7 +25,7 @@ from ..rules.base import Chain
 from . import formats
 from .body import nonfinite
 from .bucket import Bucket
-from .grads import Grads, collect, items, piece
+from .grads import Grads, collect, items, pieces
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -235,7 +235,9 @@ class Engine:
             # skip_nonfinite: a step of one piece checks its gradient inside its kernel; with
             # several, every gradient is checked (one reduction a piece) before any write.
             spread = any(t.b.sharded for t in tasks)
-            inside = not spread and sum(len(r.items) for t in tasks for r in t.runs) == 1
+            # (an 8-bit bucket may make two calls of one item: checked before, too)
+            blocks = any(t.b.unit > 1 for t in tasks)
+            inside = not spread and not blocks and sum(len(r.items) for t in tasks for r in t.runs) == 1
             if not inside and not self._all_finite(tasks, spread):
                 self.skipped += 1
                 self.settle(state, tasks)
@@ -329,7 +331,7 @@ class Engine:
             elif kind == "single":
                 yield b.single(names, task.gr.grads[0])
             else:
-                yield piece(b, item, names, task.gr)
+                yield from pieces(b, item, names, task.gr)
 
     def _step_bucket(self, task: Task, guard: bool, state: dict) -> None:
         b = task.b
@@ -433,7 +435,7 @@ class Engine:
         seed = formats.step_key(b.seed, int(t), 0)
         scal = kern = None
         origin = b.P.storage_offset()
-        least = max(KERNEL_MIN, formats.BLOCK + 1 if b.unit > 1 else 0)
+        least = max(KERNEL_MIN, b.unit)
         for p, g, bufs in self._pieces(task, run, chain.state):
             n = p.numel()
             if n == 0:

@@ -156,18 +156,25 @@ def blocks(n: int) -> int:
 
 
 def _blocks(x: Tensor, nb: Any) -> Tensor:
+    """``x`` as ``nb`` rows of a block each (zero-padded on the host; a kernel's runs are
+    whole blocks: see :func:`.grads.piece`)."""
     n = x.shape[0]
-    if not isinstance(nb, int):  # a compiled kernel's size: say how it relates to n
-        torch._check(nb * BLOCK >= n)
-        torch._check(nb * BLOCK < n + BLOCK)
+    if not isinstance(nb, int) or nb * BLOCK == n:
+        return x.reshape(nb, BLOCK)
     return F.pad(x, (0, nb * BLOCK - n)).reshape(nb, BLOCK)
 
 
 def encode(x: Tensor, nb: Any = None) -> tuple[Tensor, Tensor]:
-    """float32 1-D ``x`` as (uint8 codes of x's length, float32 signed absmax for each of
-    its ``nb`` blocks)."""
+    """float32 ``x`` as (uint8 codes of x's shape, float32 signed absmax for each of its
+    ``nb`` blocks): ``x`` 1-D, or already rows of a block each (a kernel's layout)."""
+    if x.dim() == 2:
+        return _encode(x)
     n = x.shape[0]
-    xb = _blocks(x, blocks(n) if nb is None else nb)
+    codes, scales = _encode(_blocks(x, blocks(n) if nb is None else nb))
+    return codes.reshape(-1)[:n], scales
+
+
+def _encode(xb: Tensor) -> tuple[Tensor, Tensor]:
     a = xb.abs().amax(1)
     signed = xb.amin(1) < 0
     inv = torch.where(a > 0, _TOP * torch.reciprocal(a), torch.zeros_like(a))
@@ -184,31 +191,43 @@ def encode(x: Tensor, nb: Any = None) -> tuple[Tensor, Tensor]:
     # for the map reads as the smallest code, never as 0 under a first moment that is not
     mag = torch.where(s | (y <= 0), mag, torch.clamp(mag, min=1))
     code = mag + 128 * (s & (xb < 0)).to(torch.int32)
-    return code.to(torch.uint8).reshape(-1)[:n], torch.where(signed, -a, a)
+    return code.to(torch.uint8), torch.where(signed, -a, a)
 
 
 def decode(codes: Tensor, scales: Tensor) -> Tensor:
-    """float32 values of ``codes`` (1-D) under their blocks' ``scales``."""
+    """float32 values of ``codes`` under their blocks' ``scales``: ``codes`` 1-D, or rows
+    of a block each (a kernel's layout, kept)."""
+    if codes.dim() == 2:
+        return _decode(codes, scales)
     n = codes.shape[0]
+    return _decode(_blocks(codes, scales.shape[0]), scales).reshape(-1)[:n]
+
+
+def _decode(cb: Tensor, scales: Tensor) -> Tensor:
     sc = scales[:, None]
     signed = sc < 0
     si = signed.to(torch.int32)
-    c = _blocks(codes, scales.shape[0]).to(torch.int32)
+    c = cb.to(torch.int32)
     mag = torch.where(signed, c & 127, c)
     f = mag.to(torch.float32)
     sub = torch.where(signed, f * 2.0**-17, f * 2.0**-33)
     normal = ((mag + (768 + 128 * si)) << 20).view(torch.float32)
     v = torch.where(mag < 8, sub, normal)
     v = torch.where(signed & (c >= 128), -v, v)
-    return (v * (sc.abs() / _TOP)).reshape(-1)[:n]
+    return v * (sc.abs() / _TOP)
 
 
 # -- a step in a format -----------------------------------------------------------------
 def load(fmt: Format, bufs: Sequence[Tensor], compute: torch.dtype) -> list[Tensor]:
     """The state buffers of one piece as ``compute``-precision tensors."""
-    if fmt.state == "8bit":
-        return [decode(bufs[i], bufs[i + 1]) for i in range(0, len(bufs), 2)]
+    if fmt.state == "8bit":  # rows of a block: the kernel's whole pass is per block
+        return [decode(rows(bufs[i]), bufs[i + 1]) for i in range(0, len(bufs), 2)]
     return [b.to(compute) for b in bufs]
+
+
+def rows(x: Tensor) -> Tensor:
+    """A run of whole blocks as rows of a block each."""
+    return x.view(-1, BLOCK)
 
 
 def store(
@@ -223,8 +242,8 @@ def store(
     were): 8-bit codes and their block scales, or rounded values."""
     for j, v in enumerate(values):
         if fmt.state == "8bit":
-            buf, old = bufs[2 * j], bufs[2 * j + 1]
-            codes, sc = encode(v, old.shape[0])
+            buf, old = rows(bufs[2 * j]), bufs[2 * j + 1]
+            codes, sc = encode(v)
             if keep is not None:
                 codes, sc = torch.where(keep, buf, codes), torch.where(keep, old, sc)
             buf.copy_(codes)
