@@ -43,7 +43,7 @@ from ..rules.base import Chain
 from . import body as step_body
 from . import formats as state_formats
 from .body import Step, options
-from .formats import BLOCK, Format
+from .formats import BLOCK, Format, StoredStep
 
 #: Where kernels go: ``$DESCENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/descent``, else
 #: ``~/.cache/descent``.
@@ -217,7 +217,8 @@ def build(spec: Spec, dest: Path) -> float:
         with warnings.catch_warnings(), torch.no_grad():
             # torch's own deprecation notices from inside export, not about this code
             warnings.filterwarnings("ignore", category=FutureWarning)
-            program = torch.export.export(Step(spec), args, dynamic_shapes=shapes)
+            module = Step(spec) if spec.fmt is None else StoredStep(spec)
+            program = torch.export.export(module, args, dynamic_shapes=shapes)
             aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
         os.replace(tmp, dest)
     finally:

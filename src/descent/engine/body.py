@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..rules.base import Chain, Scalars
-from . import formats
-from .formats import Format
+from ..rules.base import Scalars
 
 if TYPE_CHECKING:
     from .aot import Spec
@@ -44,11 +42,9 @@ class Step(torch.nn.Module):
         super().__init__()
         self.spec = spec
 
-    def forward(self, p, g, scal, bufs, key=None):
+    def forward(self, p, g, scal, bufs):
         spec = self.spec
         hs = unpack(spec.statics, spec.names, scal.unbind())
-        if spec.fmt is not None:
-            return stored(spec.chain, spec.fmt, hs, p, g, bufs, key, spec.guard)
         if not spec.guard:
             spec.chain.update(p, g, dict(zip(spec.state, bufs)), hs)
             return None
@@ -60,36 +56,6 @@ class Step(torch.nn.Module):
         for old, new in zip([p, *bufs], [new_p, *new_bufs]):
             old.copy_(torch.where(bad, old, new))
         return bad
-
-
-def stored(
-    chain: Chain,
-    fmt: Format,
-    hs: list[Scalars],
-    p: Tensor,
-    g: Tensor,
-    bufs: list[Tensor],
-    key: Tensor,
-    guard: bool,
-) -> Tensor | None:
-    """The chain's update on state kept in ``fmt``: decoded on load, computed in float32
-    (float64 for float64 params), encoded on store, in one pass. ``key``: the int32 pair
-    (noise key of this step, position of the run's first element) that stochastic
-    rounding hashes. Returns the flag ``bad`` with ``guard``."""
-    compute = torch.float64 if p.dtype == torch.float64 else torch.float32
-    pos = torch.arange(p.shape[0], dtype=torch.int32, device=p.device) + key[1]
-    if fmt.state == "8bit":  # every tensor as rows of a block: one pass, block by block
-        p, g, pos = formats.rows(p), formats.rows(g), formats.rows(pos)
-    state = formats.load(fmt, bufs, compute)
-    bad = nonfinite(g) if guard else None
-    # (a float32 param is updated in place, unless the guard may have to keep it)
-    direct = p.dtype == compute and not guard
-    p32 = p if direct else p.to(compute, copy=True)
-    chain.update(p32, g.to(compute), dict(zip(chain.state, state)), hs)
-    if not direct:
-        formats.write_param(fmt, p, p32, pos, key[0], bad)
-    formats.store(fmt, bufs, state, pos, key[0], bad)
-    return bad
 
 
 def options() -> dict[str, object]:

@@ -50,6 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..rules.base import Chain, Scalars
+from .body import nonfinite, unpack
+
 #: Elements per 8-bit block (one float32 absmax each), as torchao's and bitsandbytes' smaller block.
 BLOCK = 256
 
@@ -146,7 +149,7 @@ def round_bf16(x: Tensor, bits: Tensor) -> Tensor:
     truncated float is a bfloat16 value."""
     raw = x.view(torch.int32)
     y = ((raw + (bits & 0xFFFF)) & -65536).view(torch.float32)
-    return torch.where(torch.isnan(x), x, y).to(torch.bfloat16)
+    return torch.where(x != x, x, y).to(torch.bfloat16)  # (a NaN stays a NaN)
 
 
 # -- 8-bit block codes ------------------------------------------------------------------
@@ -257,6 +260,49 @@ def store(
 def write_param(fmt: Format, p: Tensor, value: Tensor, pos: Tensor, key: Tensor, keep: Tensor | None) -> None:
     new = round_bf16(value, hash32(pos, key)) if fmt.sr else value.to(p.dtype)
     p.copy_(new if keep is None else torch.where(keep, p, new))
+
+
+class StoredStep(torch.nn.Module):
+    """A kernel's body for state kept in a format (:class:`.body.Step`'s counterpart)."""
+
+    def __init__(self, spec: Any):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, p, g, scal, bufs, key):
+        spec = self.spec
+        hs = unpack(spec.statics, spec.names, scal.unbind())
+        return stored(spec.chain, spec.fmt, hs, p, g, bufs, key, spec.guard)
+
+
+def stored(
+    chain: Chain,
+    fmt: Format,
+    hs: list[Scalars],
+    p: Tensor,
+    g: Tensor,
+    bufs: list[Tensor],
+    key: Tensor,
+    guard: bool,
+) -> Tensor | None:
+    """The chain's update on state kept in ``fmt``: decoded on load, computed in float32
+    (float64 for float64 params), encoded on store, in one pass. ``key``: the int32 pair
+    (noise key of this step, position of the run's first element) that stochastic
+    rounding hashes. Returns the flag ``bad`` with ``guard``."""
+    compute = torch.float64 if p.dtype == torch.float64 else torch.float32
+    pos = torch.arange(p.shape[0], dtype=torch.int32, device=p.device) + key[1]
+    if fmt.state == "8bit":  # every tensor as rows of a block: one pass, block by block
+        p, g, pos = rows(p), rows(g), rows(pos)
+    state = load(fmt, bufs, compute)
+    bad = nonfinite(g) if guard else None
+    # (a float32 param is updated in place, unless the guard may have to keep it)
+    direct = p.dtype == compute and not guard
+    p32 = p if direct else p.to(compute, copy=True)
+    chain.update(p32, g.to(compute), dict(zip(chain.state, state)), hs)
+    if not direct:
+        write_param(fmt, p, p32, pos, key[0], bad)
+    store(fmt, bufs, state, pos, key[0], bad)
+    return bad
 
 
 # -- checkpoints ------------------------------------------------------------------------

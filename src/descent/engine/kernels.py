@@ -30,8 +30,8 @@ from torch import Tensor
 from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
-from .body import Step, nonfinite, options, stored, unpack
-from .formats import BLOCK, Format
+from .body import Step, nonfinite, options, unpack
+from .formats import BLOCK, Format, StoredStep, stored
 from .layout import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
@@ -274,7 +274,7 @@ def background_builds() -> bool:
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
-    body = Step(spec).forward
+    body = (Step(spec) if spec.fmt is None else StoredStep(spec)).forward
     stats["built"] += 1
     # One code object per kernel, so dynamo's per-code recompile limit is not shared.
     name = f"descent_step_{stats['built']}"
