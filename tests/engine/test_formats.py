@@ -283,7 +283,8 @@ CASES = [
 @pytest.mark.parametrize("name,kw,fmt,sr", CASES, ids=[f"{c[0]}-{c[2]}-sr{c[3]}" for c in CASES])
 def test_kernel_gives_the_eager_bits(name, kw, fmt, sr):
     dtype = torch.bfloat16 if sr else torch.float32
-    shapes = [(80, 64), (33,), (70, 70), (4100,)]
+    # staged chunks, a lone large gradient with a partial last block (300·301 = 352·256 + 188)
+    shapes = [(80, 64), (33,), (70, 70), (4100,), (300, 301)]
     runs = []
     for compile in (True, False):
         gen = torch.Generator().manual_seed(0)
@@ -302,3 +303,37 @@ def test_kernel_gives_the_eager_bits(name, kw, fmt, sr):
     for k in sa:
         for key, v in sa[k].items():
             assert torch.equal(v, sb[k][key]), (k, key)
+
+
+def test_skip_nonfinite_keeps_compact_state():
+    w = torch.nn.Parameter(torch.randn(300, 301))
+    opt = descent.Adam([w], lr=1e-2, state_dtype="8bit", skip_nonfinite=True, compile=False)
+    w.grad = torch.randn_like(w)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[w].items()}, w.detach().clone()
+    w.grad[7, 7] = float("nan")
+    opt.step()
+    assert opt.skipped_steps == 1 and torch.equal(w, before[1])
+    assert all(torch.equal(v, before[0][k]) for k, v in opt.state[w].items())
+
+
+def test_fresh_and_held_gradients_give_the_same_bits():
+    """A lone gradient read where it lies (its last partial block staged) and the same
+    gradient in descent's flat buffer step alike."""
+    out = []
+    for held in (False, True):
+        w = torch.nn.Parameter(torch.linspace(-1, 1, 300 * 301).reshape(300, 301))
+        opt = descent.Adam([w], lr=1e-2, state_dtype="8bit", compile=False)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            g = torch.randn(w.shape, generator=gen)
+            if held:
+                opt.zero_grad(set_to_none=False)
+                if w.grad is None:
+                    w.grad = torch.zeros_like(w)
+                w.grad.copy_(g)
+            else:
+                w.grad = g
+            opt.step()
+        out.append(w.detach().clone())
+    assert torch.equal(*out)
