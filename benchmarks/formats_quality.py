@@ -14,9 +14,11 @@ the seeds, and whether the mean lies within float32's min–max.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
+from descent import catalog
 from descent.arena.measure.train import RunSpec, train
 from descent.arena.tasks import resolve
 from descent.engine import formats
@@ -25,13 +27,27 @@ TASKS = ("digits_mlp", "cancer_logreg", "sparse_logreg", "friedman_mlp", "digits
 FORMATS = (None, "bfloat16", "8bit")
 
 
+class _Stored:
+    """A catalog entry whose optimizer keeps its state in ``fmt``."""
+
+    def __init__(self, entry, fmt: str | None):
+        self.entry, self.fmt = entry, fmt
+
+    def __getattr__(self, name: str):
+        return getattr(self.entry, name)
+
+    def make(self, params, lr=None, **hyper):
+        return self.entry.make(params, lr=lr, state_dtype=self.fmt, **hyper)
+
+
 def final_losses(task: str, fmt: str | None, seeds: int, regime: str) -> list[float]:
-    out = []
-    for seed in range(seeds):
-        hyper = {"compile": False} if fmt is None else {"state_dtype": fmt, "compile": False}
-        run = train(RunSpec(task, regime, "adam", hyper=hyper, seed=seed))
-        out.append(float("nan") if run.final is None else run.final.val_loss)
-    return out
+    get = catalog.get
+    catalog.get = lambda name: _Stored(get(name), fmt)
+    try:
+        runs = [train(RunSpec(task, regime, "adam", seed=seed)) for seed in range(seeds)]
+    finally:
+        catalog.get = get
+    return [float("nan") if run.final is None else run.final.val_loss for run in runs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--all-tensors", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.setdefault("DESCENT_COMPILE", "0")  # eager: the same numbers, no kernel builds
     if args.all_tensors:
         formats.MIN_NUMEL = 0
     print(
