@@ -185,6 +185,21 @@ def test_checkpoints_move_between_formats():
     assert moved < 0.1 and (w8 - wt).abs().max() < 0.02  # within the quantization error
 
 
+def test_an_8bit_checkpoint_loads_into_full_precision_state():
+    _, src = _train(descent.Adam, "8bit", steps=10)
+    w = src.param_groups[0]["params"][0]
+    w2 = torch.nn.Parameter(w.detach().clone())
+    dst = descent.Adam([w2], lr=1e-2, compile=False)
+    dst.load_state_dict(copy.deepcopy(src.state_dict()))
+    w.grad = torch.ones_like(w)
+    w2.grad = torch.ones_like(w2)
+    src.step()
+    dst.step()
+    assert set(dst.state[w2]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert dst.state[w2]["exp_avg"].dtype == torch.float32
+    assert (w - w2).abs().max() < 1e-3  # the two differ only by one step's rounding
+
+
 def test_user_edits_of_compact_state():
     _, opt = _train(descent.Adam, "8bit", steps=3)
     w = opt.param_groups[0]["params"][0]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain
+from . import formats
 from .bucket import Bucket
 from .formats import SCALE_SUFFIX
 from .layout import alone, dense
@@ -134,6 +135,9 @@ class StateKeeper:
         for name in chain.state:
             old = st.get(name)
             view = b.state_view(name, i)
+            if b.unit == 1 and _codes(st, name):  # an 8-bit checkpoint into full-precision state
+                old = formats.decode(old.reshape(-1), dict.pop(st, name + SCALE_SUFFIX).reshape(-1).float())
+                old = old.reshape(view.shape)
             if old is view and (b.unit == 1 or st.get(name + SCALE_SUFFIX) is b.scale_view(name, i)):
                 continue
             if isinstance(old, Tensor):
@@ -199,6 +203,12 @@ class StateKeeper:
         b.published[i] = (st, entries)
         if type(st) is not TrackedEntry or st.cell is not getattr(state, "cell", None):
             self._foreign = True
+
+
+def _codes(st: Mapping, name: str) -> bool:
+    """``st[name]`` holds 8-bit codes with their block scales."""
+    old, scales = st.get(name), st.get(name + SCALE_SUFFIX)
+    return isinstance(old, Tensor) and old.dtype == torch.uint8 and isinstance(scales, Tensor)
 
 
 def _load_compact(b: Bucket, name: str, i: int, old: Tensor, st: Mapping) -> None:
