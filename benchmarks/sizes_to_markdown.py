@@ -38,7 +38,7 @@ def matrix(report: dict) -> str:
 
 
 def full(report: dict) -> str:
-    impls = ["descent", "descent-rebuilt", "torch-forloop", "torch-foreach", "torch-fused"]
+    impls = list(dict.fromkeys(r["impl"] for r in report["rows"] if r["median_ms"]))
     out = [
         "| optimizer | params | " + " | ".join(f"{i} ms" for i in impls) + " | descent vs torch best |",
         "|---|---|" + "---|" * len(impls) + "---|",

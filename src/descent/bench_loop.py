@@ -7,7 +7,7 @@ set_to_none), ``zero_grad(set_to_none=False)``, gradient accumulation over two
 micro-batches, ``clip_grad_norm_`` before the step, and descent's step inside backward.
 Contenders: descent and torch.optim's for-loop, foreach and fused (DeepSpeed's CPU Adam
 where it installs), in alternated rounds in one process (median ms/iteration and spread);
-peak memory is each contender's own fresh process's peak resident set (``ru_maxrss``)
+peak memory is each contender's own fresh process's peak resident set (``VmHWM``)
 running the same loop, so no contender's buffers count against another.
 """
 
@@ -210,7 +210,12 @@ name, impl, key, variant = sys.argv[1:5]
 model, opt, x = b.build(name, impl, key, variant)
 for _ in range(5):
     b.iteration(model, opt, x, variant)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+try:  # this process's own high-water mark (ru_maxrss keeps the parent's across exec)
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(peak))
 """
 
 

@@ -78,6 +78,7 @@ class Bucket:
         #: the step count after the last whole-bucket run (None: read it from ``host``)
         self.t: float | None = None
         self._whole: dict[tuple[str, ...], tuple[Tensor, Tensor | None, list[Tensor]]] = {}
+        self._pieces: dict[tuple, tuple[Tensor, Tensor, list[Tensor]]] = {}
         self._views: dict[tuple[str, int], Tensor] = {}
         #: kernels by (chain, statics, names, guard), so a step finds its kernel without hashing
         self.kernels: dict = {}
@@ -333,6 +334,7 @@ class Bucket:
     def set_state(self, name: str, buf: Tensor) -> None:
         self.state[name] = buf
         self._whole.clear()
+        self._pieces.clear()
         self.plans.clear()
         dropped = (name, "/" + name, name + formats.SCALE_SUFFIX)
         self._views = {k: v for k, v in self._views.items() if k[0] not in dropped}
@@ -393,6 +395,28 @@ class Bucket:
         out = window(self.P, lo, hi), G, self.bufs(names, lo, hi)
         if whole:
             self._whole[tuple(names)] = out
+        return out
+
+    def staged(self, lo: int, hi: int, names: Sequence[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Param buffer, staging buffer and state buffers over elements ``lo..hi-1``, as
+        1-D windows (made once: a chunk of staged gradients recurs every step)."""
+        key = (lo, hi, tuple(names))
+        out = self._pieces.get(key)
+        if out is None:
+            out = (
+                window(self.P, lo, hi),
+                window(self.staging, 0, hi - lo),
+                self.bufs(names, lo, hi),
+            )
+            self._pieces[key] = out
+        return out
+
+    def alone(self, i: int, names: Sequence[str]) -> tuple[Tensor, list[Tensor]]:
+        """Param ``i`` and its state buffers (in ``names`` order) as 1-D windows."""
+        key = (i, tuple(names))
+        out = self._pieces.get(key)
+        if out is None:
+            out = self._pieces[key] = self.pwindow(i), [self.swindow(k, i) for k in names]
         return out
 
     def single(self, names: Sequence[str], g: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:

@@ -195,12 +195,13 @@ def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
         return p, G, bufs
     if kind == "one":
         i = item[1]
-        return b.pwindow(i), _read(b, i, gr.grads[i]), [b.swindow(k, i) for k in names]
+        p, bufs = b.alone(i, names)
+        return p, _read(b, i, gr.grads[i]), bufs
     _, i, j, lo, hi, views, gaps = item
     torch._foreach_copy_(views, gr.grads[i:j])
     if gaps:
         torch._foreach_zero_(gaps)
-    return window(b.P, lo, hi), window(b.staging, 0, hi - lo), b.bufs(names, lo, hi)
+    return b.staged(lo, hi, names)
 
 
 def pieces(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
@@ -227,6 +228,8 @@ def pieces(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
 def _read(b: Bucket, i: int, g: Tensor) -> Tensor:
     """Param ``i``'s gradient as a 1-D window over its memory, laid out as the param is."""
     p = b.params[i]
+    if g.is_contiguous() and p.is_contiguous() and not g._is_view():
+        return g.view(-1)  # backward's own gradient: the cheapest 1-D view of it
     if g.stride() == p.stride() and (g.is_contiguous() or dense(g)):
         return window(g, 0, g.numel())
     # another layout (rare: autograd lays gradients out like their params): a copy that is
