@@ -299,7 +299,8 @@ CASES = [
 def test_kernel_gives_the_eager_bits(name, kw, fmt, sr):
     dtype = torch.bfloat16 if sr else torch.float32
     # staged chunks, a lone large gradient with a partial last block (300·301 = 352·256 + 188)
-    shapes = [(80, 64), (33,), (70, 70), (4100,), (300, 301)]
+    # and one over 2¹⁷ elements, stepped in two kernel calls and its staged last block
+    shapes = [(80, 64), (33,), (70, 70), (4100,), (300, 301), (600, 301)]
     runs = []
     for compile in (True, False):
         gen = torch.Generator().manual_seed(0)

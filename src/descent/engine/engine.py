@@ -74,10 +74,10 @@ class _Group:
 
 
 #: Elements per call of an 8-bit kernel (see :meth:`Engine._run_stored`): its
-#: temporaries then stay in cache. Measured on the 2-core machine under load (6.6 M
-#: params): whole runs 127–171 ms a step, 2¹⁶-element calls 173–586, 2¹⁵ 69–113, 2¹³
-#: 68–86 (calls under :data:`PARALLEL_MIN` run on one thread, without OpenMP's barriers).
-SPLIT = 1 << 15
+#: temporaries then stay in cache. Measured on the quiet 2-core machine, AdamW over the
+#: 6.6 M layout: whole runs 40 ms a step, 2²⁰-element calls 30, 2¹⁷ 27, 2¹⁶ 27, 2¹⁵ 52
+#: (calls under :data:`PARALLEL_MIN` run on one thread).
+SPLIT = 1 << 17
 
 
 def _blocks_of(bufs: Sequence[Tensor], unit: int, a: int, e: int) -> list[Tensor]:
