@@ -16,6 +16,7 @@ from torch.optim import Optimizer, lr_scheduler, swa_utils
 
 from . import rules
 from ._version import __version__ as __version__
+from .engine.formats import dequantize_state_dict
 from .optim import (
     ADOPT,
     SGD,
@@ -79,6 +80,7 @@ __all__ = [
     "SGDScheduleFree",
     "compose",
     "muon_param_groups",
+    "dequantize_state_dict",
     "step_in_backward",
     "lr_scheduler",
     "rules",

@@ -55,6 +55,17 @@ def test_layout_table_and_first_step(capsys):
     assert all(r["seconds"] > 0 for r in rows)
 
 
+def test_formats_table_reports_state_bytes(capsys):
+    args = ["bench", "--formats", "104K", "--impls", "torch-fused,descent-f32,descent-8bit", "--repeat", "2"]
+    assert cli([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["impl"]: r for r in report["rows"]}
+    assert rows["torch-fused"]["state_bytes_per_param"] == 8
+    assert rows["descent-f32"]["state_bytes_per_param"] == 8
+    assert rows["descent-8bit"]["state_bytes_per_param"] < 2.6  # small tensors stay float32
+    assert all(r["median_ms"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -63,6 +74,9 @@ def test_layout_table_and_first_step(capsys):
         (["--optimizers", "adamz"], "Unknown optimizer 'adamz'"),
         (["--few", "8by4"], "Invalid layout '8by4'"),
         (["--repeat", "0"], "Invalid --repeat 0"),
+        (["--formats", "3K"], "Unknown size '3K'"),
+        (["--formats", "1K", "--impls", "descent-4bit"], "Unknown contender 'descent-4bit'"),
+        (["--formats", "--sizes"], "choose one of"),
     ],
 )
 def test_bad_input_is_named(argv, message, capsys):

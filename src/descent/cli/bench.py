@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bench, bench_dist, bench_loop, bench_matrix, bench_sizes
+from .. import bench, bench_dist, bench_formats, bench_loop, bench_matrix, bench_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,6 +53,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         f"(default optimizers: {','.join(bench_dist.FSDP_OPTIMIZERS)})",
     )
     p.add_argument(
+        "--formats",
+        nargs="?",
+        const=",".join(bench_formats.DEFAULT_SIZES),
+        default=None,
+        help="AdamW's state formats instead (float32, bfloat16, 8-bit) against torch fused and the peers' "
+        "8-bit Adam where they install: state bytes/param, ms/step, peak memory "
+        f"(optionally a comma-separated subset of {', '.join(bench_sizes.SIZES)}; default "
+        f"{','.join(bench_formats.DEFAULT_SIZES)})",
+    )
+    p.add_argument(
         "--optimizers",
         default=None,
         help="comma-separated keys (default: every one); muon,adafactor alone time the matrix rules "
@@ -83,11 +93,18 @@ def run(args: argparse.Namespace) -> int:
         if args.repeat < 1:
             raise ValueError(f"Invalid --repeat {args.repeat}")
         optimizers = keys(args.optimizers or ",".join(bench.OPTIMIZERS))
-        if sum((args.fsdp, args.sizes is not None, args.loop is not None)) > 1:
-            raise ValueError("choose one of --fsdp, --sizes and --loop")
+        if sum((args.fsdp, args.sizes is not None, args.loop is not None, args.formats is not None)) > 1:
+            raise ValueError("choose one of --fsdp, --sizes, --loop and --formats")
         if args.fresh and args.sizes is None:
             raise ValueError("--fresh goes with --sizes")
-        if args.loop is not None:
+        if args.formats is not None:
+            report = bench_formats.run_formats(
+                keys(args.formats),
+                keys(args.impls or ",".join(bench_formats.CONTENDERS)),
+                rounds=args.repeat,
+            )
+            text, table = bench_formats.to_json(report), bench_formats.format_table(report)
+        elif args.loop is not None:
             loop = bench_loop.run_loop(
                 keys(args.loop),
                 keys(args.variants or ",".join(bench_loop.VARIANTS)),

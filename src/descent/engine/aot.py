@@ -41,7 +41,9 @@ import torch
 from ..rules import base as rules_base
 from ..rules.base import Chain
 from . import body as step_body
+from . import formats as state_formats
 from .body import Step, options
+from .formats import BLOCK, Format, StoredStep
 
 #: Where kernels go: ``$DESCENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/descent``, else
 #: ``~/.cache/descent``.
@@ -79,6 +81,8 @@ class Spec:
     #: the kernel leaves everything as it was when the gradient holds an inf or NaN, and
     #: returns whether it did (``skip_nonfinite``)
     guard: bool = False
+    #: how the state is stored and the params rounded (None: the params' dtype, nearest)
+    fmt: Format | None = None
 
     @property
     def state(self) -> tuple[str, ...]:
@@ -86,7 +90,8 @@ class Spec:
 
     def describe(self) -> str:
         kinds = "+".join(type(t).__name__ for t in self.chain.transforms[1:-1]) or "plain"
-        return f"{kinds} {str(self.dtype).removeprefix('torch.')} {self.device}"
+        fmt = f" {self.fmt.describe()}" if self.fmt is not None else ""
+        return f"{kinds} {str(self.dtype).removeprefix('torch.')}{fmt} {self.device}"
 
 
 # -- names ------------------------------------------------------------------------------
@@ -110,6 +115,7 @@ def digest(spec: Spec) -> str:
         repr(spec.names),
         *(("guard",) if spec.guard else ()),
         *_sources(tuple(type(t) for t in spec.chain.transforms)),
+        *((repr(spec.fmt), _source_hash(state_formats.__file__)) if spec.fmt is not None else ()),
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -140,6 +146,11 @@ def _sources(classes: tuple[type, ...]) -> tuple[str, ...]:
     # the text, not the syntax tree: hashing bytes costs microseconds, parsing ~10 ms a
     # file, paid by every process's first step
     return tuple(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sorted(files))
+
+
+@functools.cache
+def _source_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @functools.cache
@@ -188,7 +199,7 @@ def build(spec: Spec, dest: Path) -> float:
 
     start = time.perf_counter()
     device = torch.device(spec.device)
-    n = 64
+    n = 64 if spec.fmt is None else 4 * BLOCK
     scal_dtype = torch.float64 if spec.dtype == torch.float64 else torch.float32
     count = sum(len(k) for k in spec.names)
     args = (
@@ -198,19 +209,42 @@ def build(spec: Spec, dest: Path) -> float:
         [torch.ones(n, dtype=spec.dtype, device=device) for _ in spec.state],
     )
     size = torch.export.Dim("n", min=2)
-    shapes = ({0: size}, {0: size}, None, [{0: size} for _ in spec.state])
+    shapes: tuple = ({0: size}, {0: size}, None, [{0: size} for _ in spec.state])
+    if spec.fmt is not None:
+        args, shapes = _format_args(spec, args, size)
     tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp.pt2")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # torch's own deprecation notices from inside export, not about this code
             warnings.filterwarnings("ignore", category=FutureWarning)
-            program = torch.export.export(Step(spec), args, dynamic_shapes=shapes)
+            module = Step(spec) if spec.fmt is None else StoredStep(spec)
+            program = torch.export.export(module, args, dynamic_shapes=shapes)
             aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return time.perf_counter() - start
+
+
+def _format_args(spec: Spec, args: tuple, size) -> tuple[tuple, tuple]:
+    """Example inputs and their dynamic sizes for a kernel on state kept in ``spec.fmt``:
+    ``(p, g, scal, bufs, key)``, 8-bit buffers as codes and block scales."""
+    p, g, scal, _ = args
+    n = p.shape[0]
+    dtype = state_formats.storage_dtype(spec.fmt, spec.dtype)
+    bufs, dims = [], []
+    blocks = torch.export.Dim("blocks", min=1)
+    if state_formats.slots(spec.fmt) == 2:  # 8-bit runs are whole blocks (see grads.piece)
+        size = BLOCK * blocks
+    for _ in spec.state:
+        bufs.append(torch.zeros(n, dtype=dtype, device=p.device))
+        dims.append({0: size})
+        if state_formats.slots(spec.fmt) == 2:
+            bufs.append(torch.ones(n // BLOCK, dtype=torch.float32, device=p.device))
+            dims.append({0: blocks})
+    key = torch.zeros(2, dtype=torch.int32, device=p.device)
+    return (p, g, scal, bufs, key), ({0: size}, {0: size}, None, dims, None)
 
 
 def load(path: Path, device: torch.device):

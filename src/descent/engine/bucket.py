@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import formats
+from .formats import BLOCK, Format
 from .layout import align, dense, dtensor_type, flat1d, home, homed, scalar_dtype, staggered, tile, window
 
 _grad = operator.attrgetter("grad")
@@ -26,13 +28,24 @@ _data_ptr = Tensor.data_ptr
 class Bucket:
     """Storage and per-tensor bookkeeping for params of one device and dtype."""
 
-    def __init__(self, params: list[Tensor], flat: bool, tiled: bool = False, sharded: bool = False):
+    def __init__(
+        self,
+        params: list[Tensor],
+        flat: bool,
+        tiled: bool = False,
+        sharded: bool = False,
+        fmt: Format | None = None,
+        seed: int = 0,
+    ):
         """``tiled``: every param's gradient is a window of one shared buffer (see
         :func:`.layout.plan`); the param buffer mirrors that layout and the step reads the
         gradients in place, with no copy and ``p.grad`` left as it is.
         ``sharded``: DTensors laid out alike (FSDP2's shards of one group); their state
         lives in flat buffers of this rank's shards, exposed as DTensors like torch.optim's,
-        and the step is one kernel per local shard with the numbers computed once."""
+        and the step is one kernel per local shard with the numbers computed once.
+        ``fmt``: how the state is stored (:mod:`.formats`; None: in the params' dtype);
+        8-bit state starts every param at a block boundary, so no block spans two params.
+        ``seed``: this bucket's stream of stochastic-rounding bits."""
         if tiled:
             params = sorted(params, key=lambda p: p.grad.storage_offset())
         self.params = params
@@ -42,6 +55,13 @@ class Bucket:
         self.device = params[0].device
         self.dtype = params[0].dtype
         self.device_index = params[0].get_device()
+        self.fmt = fmt
+        self.seed = seed
+        #: 8-bit state: each buffer's block scales (signed absmax), by state name
+        self.scales: dict[str, Tensor] = {}
+        self.unit = BLOCK if fmt is not None and fmt.state == "8bit" else 1
+        #: 8-bit: a block's worth of gradient, for the last partial block of a param
+        self.tail: Tensor | None = None
         n = len(params)
         self.numels = [p.numel() for p in params]
         self.shapes = [p.shape for p in params]
@@ -83,7 +103,7 @@ class Bucket:
             end = 0
             for p in params:
                 self.starts.append(end)
-                end = align(end + p.numel())
+                end = self._align(end + p.numel())
         self.size = end
         self.ends = [a + p.numel() for a, p in zip(self.starts, params)]
         self.P = staggered(end, 0, 0.0, **kw)
@@ -110,6 +130,10 @@ class Bucket:
         #: each state buffer's 1-D window per param
         self.windows: dict[str, list[Tensor]] = {}
 
+    def _align(self, n: int) -> int:
+        n = align(n)
+        return -(-n // self.unit) * self.unit
+
     # -- views ---------------------------------------------------------------------------
     def view(self, flat: Tensor, i: int) -> Tensor:
         p = self.params[i]
@@ -134,6 +158,47 @@ class Bucket:
     def swindow(self, name: str, i: int) -> Tensor:
         """Param ``i``'s ``name`` state as a 1-D window, element for element with :meth:`pwindow`."""
         return self._window(name, i)
+
+    def scale_view(self, name: str, i: int) -> Tensor:
+        """Param ``i``'s 8-bit block scales for state ``name`` (1-D, one per block)."""
+        key = (name + formats.SCALE_SUFFIX, i)
+        v = self._views.get(key)
+        if v is None:
+            lo, hi = self.starts[i] // BLOCK, -(-self.ends[i] // BLOCK)
+            v = self._views[key] = window(self.scales[name], lo, hi)
+        return v
+
+    def bufs(self, names: Sequence[str], lo: int, hi: int) -> list[Tensor]:
+        """The kernel's state buffers over elements ``lo:hi`` (8-bit: codes, then scales)."""
+        out = []
+        for k in names:
+            out.append(window(self.state[k], lo, hi))
+            if self.unit > 1:
+                out.append(window(self.scales[k], lo // BLOCK, -(-hi // BLOCK)))
+        return out
+
+    def fill_state(self, name: str, i: int, value: float) -> None:
+        """Param ``i``'s state ``name`` set to ``value`` everywhere."""
+        if self.unit == 1:
+            self.state_view(name, i).fill_(value)
+            return
+        code, scale = formats.encode(torch.full((1,), float(value)))
+        self.swindow(name, i).fill_(int(code[0]))
+        self.scale_view(name, i).fill_(float(scale[0]))
+
+    def load_state(self, name: str, i: int, values: Tensor) -> None:
+        """Param ``i``'s state ``name`` from ``values`` (the param's shape, any float
+        dtype): rounded to the buffer's dtype, or encoded in 8-bit blocks."""
+        view = self.state_view(name, i)
+        if self.unit == 1:
+            view.copy_(values)
+            return
+        # blocks run over the param's memory order: lay the values out as the param is
+        tmp = torch.empty_strided(view.shape, view.stride(), dtype=torch.float32, device=view.device)
+        tmp.copy_(values)
+        codes, scales = formats.encode(window(tmp, 0, tmp.numel()))
+        self.swindow(name, i).copy_(codes)
+        self.scale_view(name, i).copy_(scales)
 
     def _window(self, name: str, i: int) -> Tensor:
         key = ("/" + name, i)
@@ -249,7 +314,17 @@ class Bucket:
     def allocate(self, name: str, fill: float) -> Tensor:
         if self.dtype.is_complex:
             fill = complex(fill, fill)
-        if self.flat or self.sharded:
+        if self.fmt is not None and self.fmt.state is not None:
+            dtype = formats.storage_dtype(self.fmt, self.dtype)
+            k = 2 + len(self.state)
+            if self.unit > 1:  # 8-bit: codes of the fill value, and its scale in every block
+                code, scale = formats.encode(torch.full((1,), float(fill)))
+                self.scales[name] = staggered(
+                    self.size // BLOCK, k, float(scale[0]), torch.float32, self.device
+                )
+                fill = int(code[0])
+            buf = staggered(self.size, k, fill, dtype=dtype, device=self.device)
+        elif self.flat or self.sharded:
             buf = staggered(self.size, 2 + len(self.state), fill, dtype=self.dtype, device=self.device)
         else:
             buf = torch.full_like(self.params[0], fill, memory_format=torch.preserve_format)
@@ -261,7 +336,8 @@ class Bucket:
         self._whole.clear()
         self._pieces.clear()
         self.plans.clear()
-        self._views = {k: v for k, v in self._views.items() if k[0] not in (name, "/" + name)}
+        dropped = (name, "/" + name, name + formats.SCALE_SUFFIX)
+        self._views = {k: v for k, v in self._views.items() if k[0] not in dropped}
         if self.sharded:
             self.windows[name] = [window(buf, a, a + loc.numel()) for a, loc in zip(self.starts, self.locals)]
 
@@ -304,7 +380,7 @@ class Bucket:
 
     def span(self, a: int, b: int) -> tuple[int, int]:
         """Flat element range of params ``a..b-1`` (padding included, aligned)."""
-        return self.starts[a], min(align(self.ends[b - 1]), self.size)
+        return self.starts[a], min(self._align(self.ends[b - 1]), self.size)
 
     def tensors(self, a: int, b: int, names: Sequence[str]) -> tuple[Tensor, Tensor | None, list[Tensor]]:
         """Param buffer, gradient buffer (None without one) and state buffers (in ``names``
@@ -316,7 +392,7 @@ class Bucket:
                 return out
         lo, hi = (0, self.size) if whole else self.span(a, b)
         G = None if self.G is None else window(self.G, lo, hi)
-        out = window(self.P, lo, hi), G, [window(self.state[k], lo, hi) for k in names]
+        out = window(self.P, lo, hi), G, self.bufs(names, lo, hi)
         if whole:
             self._whole[tuple(names)] = out
         return out
@@ -330,7 +406,7 @@ class Bucket:
             out = (
                 window(self.P, lo, hi),
                 window(self.staging, 0, hi - lo),
-                [window(self.state[k], lo, hi) for k in names],
+                self.bufs(names, lo, hi),
             )
             self._pieces[key] = out
         return out

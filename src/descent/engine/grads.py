@@ -204,6 +204,27 @@ def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
     return b.staged(lo, hi, names)
 
 
+def pieces(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
+    """The kernel calls of ``item``: one (:func:`piece`), except for a lone gradient read
+    in place in an 8-bit bucket, whose calls must cover whole blocks: the gradient's whole
+    blocks where it lies, then its last partial block staged with zeros after it."""
+    if b.unit == 1 or item[0] != "one":
+        yield piece(b, item, names, gr)
+        return
+    i = item[1]
+    g = _read(b, i, gr.grads[i])
+    lo, n = b.starts[i], b.numels[i]
+    body = n - n % b.unit
+    if body:
+        yield window(b.P, lo, lo + body), g[:body], b.bufs(names, lo, lo + body)
+    if body < n:
+        if b.tail is None:
+            b.tail = torch.zeros(b.unit, dtype=b.dtype, device=b.device)
+        b.tail[: n - body].copy_(g[body:])
+        b.tail[n - body :].zero_()
+        yield window(b.P, lo + body, lo + body + b.unit), b.tail, b.bufs(names, lo + body, lo + body + b.unit)
+
+
 def _read(b: Bucket, i: int, g: Tensor) -> Tensor:
     """Param ``i``'s gradient as a 1-D window over its memory, laid out as the param is."""
     p = b.params[i]

@@ -31,6 +31,7 @@ from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, nonfinite, options, unpack
+from .formats import BLOCK, Format, StoredStep, stored
 from .layout import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
@@ -125,6 +126,32 @@ def run_eager(
                 v.copy_(w)
         else:
             chain.update(pc, gc, dict(zip(chain.state, sc)), hs)
+
+
+def run_stored(
+    chain: Chain,
+    fmt: Format,
+    statics: tuple,
+    names: tuple,
+    scal: Tensor,
+    p: Tensor,
+    g: Tensor,
+    bufs: Sequence[Tensor],
+    key: tuple[int, int],
+) -> None:
+    """:func:`run_eager` for state kept in ``fmt``: the kernel's own body, in chunks (a
+    whole number of 8-bit blocks each, so a block never spans two)."""
+    stats["eager_calls"] += 1
+    hs = unpack(statics, names, scal.unbind())
+    n = p.numel()
+    two = fmt.state == "8bit"
+    for a in range(0, n, CHUNK):
+        b = min(a + CHUNK, n)
+        sub = []
+        for j, v in enumerate(bufs):
+            sub.append(v[a // BLOCK : -(-b // BLOCK)] if two and j % 2 else v[a:b])
+        k = torch.tensor([key[0], key[1] + a], dtype=torch.int32)
+        stored(chain, fmt, hs, p[a:b], g[a:b], sub, k, False)
 
 
 def interchangeable(dtype: torch.dtype, device: torch.device) -> bool:
@@ -247,13 +274,20 @@ def background_builds() -> bool:
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
-    body = Step(spec).forward
+    body = (Step(spec) if spec.fmt is None else StoredStep(spec)).forward
     stats["built"] += 1
     # One code object per kernel, so dynamo's per-code recompile limit is not shared.
     name = f"descent_step_{stats['built']}"
 
-    def kernel(p, g, scal, *bufs):
-        return body(p, g, scal, list(bufs))
+    if spec.fmt is None:
+
+        def kernel(p, g, scal, *bufs):
+            return body(p, g, scal, list(bufs))
+
+    else:
+
+        def kernel(p, g, scal, *rest):
+            return body(p, g, scal, list(rest[:-1]), rest[-1])
 
     code = kernel.__code__.replace(co_name=name)
     fn = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
@@ -276,13 +310,14 @@ def kernel_for(
     dtype: torch.dtype,
     device: torch.device,
     guard: bool = False,
+    fmt: Format | None = None,
 ) -> Kernel:
     """The (cached) kernel of ``chain`` with these statics for buffers of ``dtype`` on
-    ``device`` (``guard``: the ``skip_nonfinite`` variant)."""
-    k = (chain.key, statics, names, dtype, device, guard)
+    ``device`` (``guard``: the ``skip_nonfinite`` variant; ``fmt``: state kept so)."""
+    k = (chain.key, statics, names, dtype, device, guard, fmt)
     kern = _kernels.get(k)
     if kern is None:
-        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type, guard), device)
+        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type, guard, fmt), device)
     return kern
 
 

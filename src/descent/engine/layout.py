@@ -140,8 +140,12 @@ def _shard_key(p: Tensor) -> tuple | None:
 Plan = tuple[list[Tensor], bool, bool, bool]
 
 
-def plan(params: Sequence[Tensor], flat: bool) -> list[Plan]:
-    """Split one group's params into buckets."""
+def plan(params: Sequence[Tensor], flat: bool, compact: str | None = None) -> list[Plan]:
+    """Split one group's params into buckets. ``compact``: a compact state format
+    (:mod:`.formats`); small params then get buckets of their own, which keep full
+    precision, and 8-bit ones are never tiled (their blocks need aligned params)."""
+    from .formats import MIN_NUMEL
+
     candidates = [p for p in params if flattenable(p)] if flat else []
     owners = Counter(p.untyped_storage().data_ptr() for p in candidates if p.numel())
     chosen = {
@@ -152,18 +156,20 @@ def plan(params: Sequence[Tensor], flat: bool) -> list[Plan]:
     singles: list[Plan] = []
     for p in params:
         if id(p) in chosen:
-            buckets.setdefault((p.device, p.dtype, tile(p)), []).append(p)
+            big = compact is not None and p.numel() >= MIN_NUMEL
+            tiled = None if big and compact == "8bit" else tile(p)
+            buckets.setdefault((p.device, p.dtype, tiled, big), []).append(p)
         elif (key := _shard_key(p)) is not None:  # never moved, so flat=False or not
             shards.setdefault(key, []).append(p)
         else:
             singles.append(([p], False, False, False))
     out: list[Plan] = []
     plain: dict[tuple, list[Tensor]] = {}
-    for (device, dtype, tiled), ps in buckets.items():
+    for (device, dtype, tiled, big), ps in buckets.items():
         if tiled is not None and _disjoint(ps):
             out.append((ps, True, True, False))
         else:
-            plain.setdefault((device, dtype), []).extend(ps)
+            plain.setdefault((device, dtype, big), []).extend(ps)
     out += [(ps, True, False, False) for ps in plain.values()]
     return out + [(ps, False, False, True) for ps in shards.values()] + singles
 

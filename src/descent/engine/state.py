@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain
+from . import formats
 from .bucket import Bucket
+from .formats import SCALE_SUFFIX
 from .layout import alone, dense
 from .tracked import TrackedEntry, TrackedState, version
 
@@ -117,7 +119,7 @@ class StateKeeper:
                 b.host[k][i] = chain.host_init(k)
             if dirty:
                 for name in chain.state:
-                    b.state_view(name, i).fill_(chain.fill(name, group))
+                    b.fill_state(name, i, chain.fill(name, group))
             b.exposed[i] = 0
             b.published[i] = None
             return
@@ -133,12 +135,18 @@ class StateKeeper:
         for name in chain.state:
             old = st.get(name)
             view = b.state_view(name, i)
-            if old is view:
+            if b.unit == 1 and _codes(st, name):  # an 8-bit checkpoint into full-precision state
+                old = formats.decode(old.reshape(-1), dict.pop(st, name + SCALE_SUFFIX).reshape(-1).float())
+                old = old.reshape(view.shape)
+            if old is view and (b.unit == 1 or st.get(name + SCALE_SUFFIX) is b.scale_view(name, i)):
                 continue
             if isinstance(old, Tensor):
-                chosen[name] = self._take(b, name, i, old, edit)
+                if b.fmt is not None and (old.dtype != view.dtype or b.unit > 1):
+                    _load_compact(b, name, i, old, st)  # values taken, descent's views published
+                else:
+                    chosen[name] = self._take(b, name, i, old, edit)
             elif dirty or not fresh:  # a key the entry lacks starts from its initial value
-                view.fill_(chain.fill(name, group))
+                b.fill_state(name, i, chain.fill(name, group))
         self.expose(state, b, chain, i, chosen)
 
     def _host(self, b: Bucket, k: str, i: int, value: Any, edit: bool) -> Any:
@@ -181,6 +189,8 @@ class StateKeeper:
         for name in chain.state:
             mine = chosen.get(name)
             entries[name] = b.state_view(name, i) if mine is None else mine
+            if b.unit > 1:
+                entries[name + SCALE_SUFFIX] = b.scale_view(name, i)
         b.exposed[i] = 1
         if not entries:  # plain SGD: torch.optim keeps no state at all
             b.published[i] = None
@@ -193,6 +203,40 @@ class StateKeeper:
         b.published[i] = (st, entries)
         if type(st) is not TrackedEntry or st.cell is not getattr(state, "cell", None):
             self._foreign = True
+
+
+def _codes(st: Mapping, name: str) -> bool:
+    """``st[name]`` holds 8-bit codes with their block scales."""
+    old, scales = st.get(name), st.get(name + SCALE_SUFFIX)
+    return isinstance(old, Tensor) and old.dtype == torch.uint8 and isinstance(scales, Tensor)
+
+
+def _load_compact(b: Bucket, name: str, i: int, old: Tensor, st: Mapping) -> None:
+    """A state value into a compact buffer: 8-bit codes with their block scales as they
+    are, any float tensor (a float32 checkpoint, an edit) rounded or quantized."""
+    view = b.state_view(name, i)
+    if tuple(old.shape) != tuple(view.shape):
+        raise StateEditError(
+            f"optimizer.state[{_where(b, i)}][{name!r}] has shape {tuple(old.shape)}, "
+            f"but the param's state has shape {tuple(view.shape)}"
+        )
+    if old.dtype == torch.uint8 and b.unit > 1:
+        scales = st.get(name + SCALE_SUFFIX)
+        want = b.scale_view(name, i)
+        if not isinstance(scales, Tensor) or scales.numel() != want.numel():
+            raise StateEditError(
+                f"optimizer.state[{_where(b, i)}][{name!r}] holds 8-bit codes, but "
+                f"{name + SCALE_SUFFIX!r} does not hold their {want.numel()} block scales"
+            )
+        view.copy_(old)
+        want.copy_(scales.reshape(-1))
+        return
+    if not old.is_floating_point():
+        raise StateEditError(
+            f"optimizer.state[{_where(b, i)}][{name!r}] holds a {old.dtype} tensor; this optimizer "
+            f"keeps it as {b.fmt.describe() if b.fmt else view.dtype} state and takes float values"
+        )
+    b.load_state(name, i, old)
 
 
 def _own(t: Tensor) -> bool:

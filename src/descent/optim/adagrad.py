@@ -50,6 +50,8 @@ class Adagrad(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -64,7 +66,15 @@ class Adagrad(RuleOptimizer):
         }
         if eps_inside is not False:  # only then a group key, so groups match torch.optim's
             defaults["eps_inside"] = eps_inside
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
         # torch.optim.Adagrad creates its state up front; so does this, for parity.
         init = self.defaults["initial_accumulator_value"]
         for group in self.param_groups:

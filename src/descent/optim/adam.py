@@ -59,6 +59,8 @@ class Adam(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -76,7 +78,15 @@ class Adam(RuleOptimizer):
         if eps_inside is not False:  # only then a group key, so groups match torch.optim's
             defaults["eps_inside"] = eps_inside
         _torch_checks(lr, betas, foreach, capturable)
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def check_sparse(self, group: Mapping[str, Any]) -> None:
         raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
@@ -117,6 +127,8 @@ class AdamW(Adam):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         super().__init__(
             params,
@@ -135,4 +147,6 @@ class AdamW(Adam):
             flat=flat,
             compile=compile,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
         )

@@ -50,6 +50,8 @@ class ADOPT(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         if clip_lambda is not None and not callable(clip_lambda):
             raise TypeError(f"Invalid clip_lambda: expected a function of the step, or None: {clip_lambda!r}")
@@ -67,7 +69,15 @@ class ADOPT(RuleOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def rule(self, group):
         return [ADOPTRule(clip=getattr(self, "clip_lambda", quarter_power))]

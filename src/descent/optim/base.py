@@ -13,6 +13,7 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hoo
 
 from ..engine import Engine, differentiable, matrix, sparse, tracked_list, tracked_state
 from ..engine.errors import SparseGradient
+from ..engine.formats import SCALE_SUFFIX
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -43,6 +44,16 @@ class RuleOptimizer(Optimizer):
         of the step's kernel (a step of several runs checks every gradient before the
         first write). Off, as in torch.optim: a non-finite gradient reaches the params
         and state (Lion included).
+    ``state_dtype`` (default ``None``: the param's dtype, as torch.optim)
+        ``"bfloat16"``: state stored in bfloat16 (computed in float32, written with
+        stochastic rounding); ``"8bit"``: block-wise 8-bit codes with one float32 scale
+        per 256 elements. Params under 4,096 elements keep full-precision state. The rule
+        sees float32 either way; the kernel decodes and encodes in the same pass. See
+        docs/engine.md, "State formats".
+    ``stochastic_rounding`` (default ``False``)
+        bfloat16 params: the update is computed in float32 and written back rounded
+        stochastically (deterministic: the bits hash the step and the position), so
+        updates below half a bfloat16 ulp are not lost.
     """
 
     #: torch.optim keeps a per-tensor ``step`` in this optimizer's state.
@@ -69,9 +80,13 @@ class RuleOptimizer(Optimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         if defaults.get("fused") and defaults.get("differentiable"):
             raise RuntimeError("`fused` does not support `differentiable`")
+        if defaults.get("differentiable") and (state_dtype is not None or stochastic_rounding):
+            raise ValueError("state_dtype and stochastic_rounding do not combine with differentiable=True")
         self._validate(defaults)
         self._chains: dict[tuple, Chain] = {}
         #: the handle of descent.step_in_backward while the step runs inside backward
@@ -85,6 +100,8 @@ class RuleOptimizer(Optimizer):
             flat=flat,
             compile=compile,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
         # A mapping that counts its own mutations: the engine notices an edit between
@@ -239,6 +256,8 @@ class RuleOptimizer(Optimizer):
         ]
         for group in {id(g): g for g, _ in found}.values():
             self.check_sparse(group)
+        if self._engine.state_dtype is not None:
+            raise RuntimeError(f"{type(self).__name__} with state_dtype= does not take sparse gradients")
         grads = [p.grad for _, p in found]
         for _, p in found:
             p.grad = None  # the engine leaves a param without a gradient as it is
@@ -290,6 +309,7 @@ class RuleOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        _keep_codes(self, state_dict)
         self.state = tracked_state(self.state)  # torch.optim built a new mapping, which only it held
         self._engine.reload = True
 
@@ -313,7 +333,13 @@ class RuleOptimizer(Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         out = super().__getstate__()
         e = self._engine
-        out["_engine_options"] = {"flat": e.flat, "compile": e.compile, "skip_nonfinite": e.guard}
+        out["_engine_options"] = {
+            "flat": e.flat,
+            "compile": e.compile,
+            "skip_nonfinite": e.guard,
+            "state_dtype": e.state_dtype,
+            "stochastic_rounding": e.sr,
+        }
         return out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -328,6 +354,22 @@ class RuleOptimizer(Optimizer):
         """
         if set_to_none or not self._engine.hold_grads(self.param_groups):
             _unwrapped("zero_grad")(self, set_to_none=set_to_none)
+
+
+def _keep_codes(opt: RuleOptimizer, state_dict: dict[str, Any]) -> None:
+    """8-bit state as the checkpoint holds it: torch.optim's load casts every state tensor
+    of a float param to the param's dtype, codes and block scales included, which would
+    turn codes into numbers."""
+    saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    where = dict(zip(saved, params))
+    for k, entry in state_dict["state"].items():
+        p = where.get(k)
+        if p is None or not isinstance(entry, dict):
+            continue
+        for name, v in entry.items():
+            if isinstance(v, torch.Tensor) and (v.dtype == torch.uint8 or name.endswith(SCALE_SUFFIX)):
+                opt.state[p][name] = v.to(device=p.device, copy=True)
 
 
 _profiling = torch._C._autograd._profiler_enabled

@@ -59,13 +59,22 @@ def compose(
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
         **kw: Any,
     ):
         unknown = sorted(set(kw) - set(hyper))
         if unknown:
             raise TypeError(f"{name}() got unexpected keyword argument(s): {', '.join(unknown)}")
         RuleOptimizer.__init__(
-            self, params, {**hyper, "lr": lr, **kw}, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite
+            self,
+            params,
+            {**hyper, "lr": lr, **kw},
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
         )
 
     def _rule(self, group: Mapping[str, Any]) -> Sequence[Transform]:

@@ -38,6 +38,8 @@ class Lion(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -49,7 +51,15 @@ class Lion(RuleOptimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def rule(self, group):
         return [LionRule()]

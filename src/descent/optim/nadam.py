@@ -39,6 +39,8 @@ class NAdam(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -52,7 +54,15 @@ class NAdam(RuleOptimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def rule(self, group):
         return [NesterovEMA(), EMAOfSquares()]

@@ -57,6 +57,8 @@ class LookaheadNesterov(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -67,7 +69,15 @@ class LookaheadNesterov(RuleOptimizer):
             "lookahead_lr": lookahead_lr,
             "lookahead_momentum": lookahead_momentum,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     @staticmethod
     def _sutskever(group) -> bool:

@@ -47,6 +47,8 @@ class RMSprop(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -62,7 +64,15 @@ class RMSprop(RuleOptimizer):
         }
         if eps_inside is not False:  # only then a group key, so groups match torch.optim's
             defaults["eps_inside"] = eps_inside
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def rule(self, group):
         rules = [

@@ -43,6 +43,8 @@ class SGD(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -61,7 +63,15 @@ class SGD(RuleOptimizer):
                 "Nesterov momentum requires a momentum and zero dampening "
                 f"(got momentum={momentum}, dampening={dampening})"
             )
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def check(self, group):
         # ... and runs a param group that combines them, as this does (same numbers).
@@ -105,6 +115,8 @@ class EMAMomentum(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -113,7 +125,15 @@ class EMAMomentum(RuleOptimizer):
             "bias_correction": bias_correction,
             "maximize": maximize,
         }
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def rule(self, group):
         return [EMA(beta="beta", bias_correction=bool(group["bias_correction"]))]

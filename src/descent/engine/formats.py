@@ -1,0 +1,334 @@
+"""State formats: how a bucket stores its state, and stochastic rounding of its params.
+
+A rule's ``apply`` always sees float32 (float64 for float64 params). A *format* decides
+what the bytes in memory are; the kernel decodes what it loads and encodes what it
+stores, in the same pass, so every byte is still read once and every rule — composed
+ones included — gets every format without a line of its own.
+
+``"bfloat16"``
+    Each state buffer is bfloat16 (2 bytes an element), computed in float32 and written
+    back with stochastic rounding, so an EMA whose per-step change is below half a
+    bfloat16 ulp still moves on average instead of freezing.
+
+``"8bit"``
+    Each state buffer is one byte an element plus one float32 per block of
+    :data:`BLOCK` elements (2.03 bytes a param for Adam's two buffers). A block stores
+    its absmax ``a``; each element is a small float of ``a``'s scale with 3 mantissa
+    bits, rounded to nearest. The block picks its map from its own values:
+
+    - a block with a negative element: a sign bit and 4 exponent bits (magnitudes
+      ``a`` down to ``a·2⁻¹⁸``, subnormals included), as a first moment needs;
+    - a block of non-negative values (second moments, AdaGrad's sums, Adamax's max…):
+      no sign bit, 5 exponent bits (down to ``a·2⁻³⁴``), and a positive value never
+      rounds to zero (it reads as the smallest code instead): Adam's ``m/(√v + ε)``
+      then never divides a kept first moment by a lost second moment, the failure that
+      makes a plain 8-bit map blow up on rarely-seen coordinates.
+
+    Why a float map rather than bitsandbytes' dynamic tree (a 256-entry table searched
+    per element) or torchao's (the nearest of 256 codes by argmin: its 452 ms CPU step):
+    encoding a small float is integer arithmetic on the float32 bits (add half an ulp,
+    shift), so it costs a few vector ops, rounds identically eagerly and compiled, and
+    needs no table. The sign of the stored absmax says which map a block uses
+    (negative: signed).
+
+Tensors under :data:`MIN_NUMEL` elements keep full-precision state (as bitsandbytes
+and torchao do): they hold little memory, and biases and norms are where quantization
+error costs most.
+
+Stochastic rounding draws its bits from a counter-based hash of (seed, step, position),
+not from torch's generator: two identical runs give the same bits, and eager and
+compiled paths agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..rules.base import Chain, Scalars
+from .body import nonfinite, unpack
+
+#: Elements per 8-bit block (one float32 absmax each), as torchao's and bitsandbytes' smaller block.
+BLOCK = 256
+
+#: Tensors with fewer elements keep their state in full precision.
+MIN_NUMEL = 4096
+
+#: The values ``state_dtype=`` accepts, by name.
+STATE_DTYPES = ("bfloat16", "8bit")
+
+#: The largest magnitude a code holds, relative to its block's scale (1.111 in binary).
+_TOP = 1.875
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one bucket stores its state (``state``: None, ``"bfloat16"`` or ``"8bit"``) and
+    whether its (bfloat16) params are written with stochastic rounding."""
+
+    state: str | None = None
+    sr: bool = False
+
+    def describe(self) -> str:
+        return "+".join(x for x in (self.state, "sr" if self.sr else None) if x)
+
+
+def parse_state_dtype(value: Any) -> str | None:
+    """``state_dtype=`` as a format name; ``ValueError`` naming a value it does not know."""
+    if value is None:
+        return None
+    if value == torch.bfloat16 or value in ("bfloat16", "bf16"):
+        return "bfloat16"
+    if value in ("8bit", "int8", "uint8"):
+        return "8bit"
+    raise ValueError(
+        f"Invalid state_dtype: {value!r} (expected None for the param's dtype, 'bfloat16' or '8bit')"
+    )
+
+
+def for_bucket(state: str | None, sr: bool, numel: int, dtype: torch.dtype) -> Format | None:
+    """The format of a flat bucket of params of ``dtype``, the smallest of ``numel``
+    elements; None for the default (state in the param's dtype, nearest rounding)."""
+    low = (torch.float32, torch.bfloat16, torch.float16)
+    compact = state if numel >= MIN_NUMEL and dtype in low else None
+    fmt = Format(compact, sr and dtype == torch.bfloat16)
+    return None if fmt == Format() else fmt
+
+
+def slots(fmt: Format | None) -> int:
+    """Kernel buffers per state buffer: codes and block scales for 8-bit, else one."""
+    return 2 if fmt is not None and fmt.state == "8bit" else 1
+
+
+def storage_dtype(fmt: Format | None, dtype: torch.dtype) -> torch.dtype:
+    if fmt is None or fmt.state is None:
+        return dtype
+    return torch.bfloat16 if fmt.state == "bfloat16" else torch.uint8
+
+
+# -- counter-based random bits ----------------------------------------------------------
+def _i32(x: int) -> int:
+    """``x`` as a signed 32-bit constant."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x >= 1 << 31 else x
+
+
+_K1, _K2, _K3 = _i32(0x9E3779B1), _i32(0x7FEB352D), _i32(0x846CA68B)
+
+
+def hash32(pos: Tensor, key: Tensor) -> Tensor:
+    """Well-mixed 32 bits for every ``pos`` (int32) under ``key`` (an int32 scalar): the
+    multiply/xorshift finalizer of "lowbias32" (Wellons), in wrapping int32 arithmetic,
+    with logical shifts spelled as arithmetic ones masked."""
+    x = pos * _K1 + key
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _K2
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _K3
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def step_key(seed: int, step: int, salt: int) -> int:
+    """The int32 key of one buffer's noise at one step (mixed on the host)."""
+    x = (seed * 0x85EBCA6B + step * 0xC2B2AE35 + salt * 0x27D4EB2F + 0x165667B1) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+    x ^= x >> 12
+    return _i32(x)
+
+
+def round_bf16(x: Tensor, bits: Tensor) -> Tensor:
+    """float32 ``x`` to bfloat16, rounded up in magnitude with probability equal to the
+    dropped fraction (stochastic rounding): the low 16 bits of ``bits`` are added to the
+    float's bits before truncation. Exact in both paths: integer arithmetic, and the
+    truncated float is a bfloat16 value."""
+    raw = x.view(torch.int32)
+    y = ((raw + (bits & 0xFFFF)) & -65536).view(torch.float32)
+    return torch.where(x != x, x, y).to(torch.bfloat16)  # (a NaN stays a NaN)
+
+
+# -- 8-bit block codes ------------------------------------------------------------------
+def blocks(n: int) -> int:
+    """Blocks of ``n`` elements."""
+    return (n + BLOCK - 1) // BLOCK
+
+
+def _blocks(x: Tensor, nb: Any) -> Tensor:
+    """``x`` as ``nb`` rows of a block each (zero-padded on the host; a kernel's runs are
+    whole blocks: see :func:`.grads.piece`)."""
+    n = x.shape[0]
+    if not isinstance(nb, int) or nb * BLOCK == n:
+        return x.reshape(nb, BLOCK)
+    return F.pad(x, (0, nb * BLOCK - n)).reshape(nb, BLOCK)
+
+
+def encode(x: Tensor, nb: Any = None) -> tuple[Tensor, Tensor]:
+    """float32 ``x`` as (uint8 codes of x's shape, float32 signed absmax for each of its
+    ``nb`` blocks): ``x`` 1-D, or already rows of a block each (a kernel's layout)."""
+    if x.dim() == 2:
+        return _encode(x)
+    n = x.shape[0]
+    codes, scales = _encode(_blocks(x, blocks(n) if nb is None else nb))
+    return codes.reshape(-1)[:n], scales
+
+
+def _encode(xb: Tensor) -> tuple[Tensor, Tensor]:
+    a = xb.abs().amax(1)
+    signed = xb.amin(1) < 0
+    inv = torch.where(a > 0, _TOP * torch.reciprocal(a), torch.zeros_like(a))
+    y = xb.abs() * inv[:, None]
+    s = signed[:, None]
+    si = s.to(torch.int32)
+    # (integer constants as int32 arithmetic, float ones as tensor × scalar: the dtypes
+    # stay int32 and float32 whatever torch's default dtype)
+    sub = torch.round(torch.where(s, y * 2.0**17, y * 2.0**33)).to(torch.int32)
+    normal = ((y.view(torch.int32) + (1 << 19)) >> 20) - (768 + 128 * si)
+    mag = torch.where(torch.where(s, y < 2.0**-14, y < 2.0**-30), sub, normal)
+    mag = torch.minimum(mag, 255 - 128 * si)
+    # an unsigned block never rounds a positive value to zero: a second moment too small
+    # for the map reads as the smallest code, never as 0 under a first moment that is not
+    mag = torch.where(s | (y <= 0), mag, torch.clamp(mag, min=1))
+    code = mag + 128 * (s & (xb < 0)).to(torch.int32)
+    return code.to(torch.uint8), torch.where(signed, -a, a)
+
+
+def decode(codes: Tensor, scales: Tensor) -> Tensor:
+    """float32 values of ``codes`` under their blocks' ``scales``: ``codes`` 1-D, or rows
+    of a block each (a kernel's layout, kept)."""
+    if codes.dim() == 2:
+        return _decode(codes, scales)
+    n = codes.shape[0]
+    return _decode(_blocks(codes, scales.shape[0]), scales).reshape(-1)[:n]
+
+
+def _decode(cb: Tensor, scales: Tensor) -> Tensor:
+    sc = scales[:, None]
+    signed = sc < 0
+    si = signed.to(torch.int32)
+    c = cb.to(torch.int32)
+    mag = torch.where(signed, c & 127, c)
+    f = mag.to(torch.float32)
+    sub = torch.where(signed, f * 2.0**-17, f * 2.0**-33)
+    normal = ((mag + (768 + 128 * si)) << 20).view(torch.float32)
+    v = torch.where(mag < 8, sub, normal)
+    v = torch.where(signed & (c >= 128), -v, v)
+    return v * (sc.abs() / _TOP)
+
+
+# -- a step in a format -----------------------------------------------------------------
+def load(fmt: Format, bufs: Sequence[Tensor], compute: torch.dtype) -> list[Tensor]:
+    """The state buffers of one piece as ``compute``-precision tensors."""
+    if fmt.state == "8bit":  # rows of a block: the kernel's whole pass is per block
+        return [decode(rows(bufs[i]), bufs[i + 1]) for i in range(0, len(bufs), 2)]
+    return [b.to(compute) for b in bufs]
+
+
+def rows(x: Tensor) -> Tensor:
+    """A run of whole blocks as rows of a block each."""
+    return x.view(-1, BLOCK)
+
+
+def store(
+    fmt: Format,
+    bufs: Sequence[Tensor],
+    values: Sequence[Tensor],
+    pos: Tensor,
+    key: Tensor,
+    keep: Tensor | None,
+) -> None:
+    """Write ``values`` into the state buffers (``keep``: a flag that keeps them as they
+    were): 8-bit codes and their block scales, or rounded values."""
+    for j, v in enumerate(values):
+        if fmt.state == "8bit":
+            buf, old = rows(bufs[2 * j]), bufs[2 * j + 1]
+            codes, sc = encode(v)
+            if keep is not None:
+                codes, sc = torch.where(keep, buf, codes), torch.where(keep, old, sc)
+            buf.copy_(codes)
+            old.copy_(sc)
+        else:
+            buf = bufs[j]
+            new = round_bf16(v, hash32(pos, key + _i32((j + 1) * _K2))) if fmt.state == "bfloat16" else v
+            buf.copy_(new if keep is None else torch.where(keep, buf, new.to(buf.dtype)))
+
+
+def write_param(fmt: Format, p: Tensor, value: Tensor, pos: Tensor, key: Tensor, keep: Tensor | None) -> None:
+    new = round_bf16(value, hash32(pos, key)) if fmt.sr else value.to(p.dtype)
+    p.copy_(new if keep is None else torch.where(keep, p, new))
+
+
+class StoredStep(torch.nn.Module):
+    """A kernel's body for state kept in a format (:class:`.body.Step`'s counterpart)."""
+
+    def __init__(self, spec: Any):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, p, g, scal, bufs, key):
+        spec = self.spec
+        hs = unpack(spec.statics, spec.names, scal.unbind())
+        return stored(spec.chain, spec.fmt, hs, p, g, bufs, key, spec.guard)
+
+
+def stored(
+    chain: Chain,
+    fmt: Format,
+    hs: list[Scalars],
+    p: Tensor,
+    g: Tensor,
+    bufs: list[Tensor],
+    key: Tensor,
+    guard: bool,
+) -> Tensor | None:
+    """The chain's update on state kept in ``fmt``: decoded on load, computed in float32
+    (float64 for float64 params), encoded on store, in one pass. ``key``: the int32 pair
+    (noise key of this step, position of the run's first element) that stochastic
+    rounding hashes. Returns the flag ``bad`` with ``guard``."""
+    compute = torch.float64 if p.dtype == torch.float64 else torch.float32
+    pos = torch.arange(p.shape[0], dtype=torch.int32, device=p.device) + key[1]
+    if fmt.state == "8bit":  # every tensor as rows of a block: one pass, block by block
+        p, g, pos = rows(p), rows(g), rows(pos)
+    state = load(fmt, bufs, compute)
+    bad = nonfinite(g) if guard else None
+    # (a float32 param is updated in place, unless the guard may have to keep it)
+    direct = p.dtype == compute and not guard
+    p32 = p if direct else p.to(compute, copy=True)
+    chain.update(p32, g.to(compute), dict(zip(chain.state, state)), hs)
+    if not direct:
+        write_param(fmt, p, p32, pos, key[0], bad)
+    store(fmt, bufs, state, pos, key[0], bad)
+    return bad
+
+
+# -- checkpoints ------------------------------------------------------------------------
+#: The state key of an 8-bit buffer's block scales: ``"exp_avg"`` → ``"exp_avg.absmax"``.
+SCALE_SUFFIX = ".absmax"
+
+
+def dequantize_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an optimizer ``state_dict`` whose 8-bit state (uint8 codes with their
+    ``<name>.absmax`` scales) is decoded to float32 and whose bfloat16 state is float32:
+    what ``torch.optim``'s ``load_state_dict`` (or a descent optimizer with another
+    ``state_dtype``) can take. Other entries are kept as they are."""
+    out = dict(state_dict)
+    state = {}
+    for k, entry in state_dict["state"].items():
+        new = {}
+        for name, v in entry.items():
+            if name.endswith(SCALE_SUFFIX) and name[: -len(SCALE_SUFFIX)] in entry:
+                continue
+            scales = entry.get(name + SCALE_SUFFIX)
+            if isinstance(v, Tensor) and v.dtype == torch.uint8 and isinstance(scales, Tensor):
+                flat = decode(v.detach().reshape(-1).cpu(), scales.detach().reshape(-1).float().cpu())
+                v = flat.reshape(v.shape).to(v.device)
+            elif isinstance(v, Tensor) and v.dtype == torch.bfloat16 and name != "step":
+                v = v.float()
+            new[name] = v
+        state[k] = new
+    out["state"] = state
+    return out
