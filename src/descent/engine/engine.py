@@ -25,7 +25,7 @@ from ..rules.base import Chain
 from . import formats
 from .body import nonfinite
 from .bucket import Bucket
-from .grads import Grads, collect, items, pieces
+from .grads import Grads, collect, items, piece, pieces
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -342,6 +342,8 @@ class Engine:
                 yield from b.shards(item[1], item[2], names)
             elif kind == "single":
                 yield b.single(names, task.gr.grads[0])
+            elif b.unit == 1:
+                yield piece(b, item, names, task.gr)
             else:
                 yield from pieces(b, item, names, task.gr)
 

@@ -76,9 +76,18 @@ def newton_schulz(
     if tall:
         X = X.mT
     X = X / torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True).clamp(min=eps)
-    for _ in range(steps):
-        G = X @ X.mT
-        X = torch.baddbmm(X, torch.baddbmm(G, G, G, beta=b, alpha=c), X, beta=a)
+    if X.size(0) == 1:
+        # one matrix: 2-D products (the CPU's batched bfloat16 matmul is up to 1.7× slower
+        # than its plain one on a 2048 × 512 matrix)
+        Y = X[0]
+        for _ in range(steps):
+            G = Y @ Y.mT
+            Y = torch.addmm(Y, torch.addmm(G, G, G, beta=b, alpha=c), Y, beta=a)
+        X = Y.unsqueeze(0)
+    else:
+        for _ in range(steps):
+            G = X @ X.mT
+            X = torch.baddbmm(X, torch.baddbmm(G, G, G, beta=b, alpha=c), X, beta=a)
     return X.mT if tall else X
 
 
