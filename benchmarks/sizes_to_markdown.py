@@ -63,6 +63,8 @@ def first_step(report: dict) -> str:
     for f in report["first_step"]:
         by[f["optimizer"]][(f["impl"], f["cache"])][f["size"]] = f
     sizes = list(dict.fromkeys(f["size"] for f in report["first_step"]))
+    if not sizes:
+        return "(first steps not measured in this run)"
     lo, hi = sizes[0], sizes[-1]
 
     def ms(rows: dict, size: str) -> str:

@@ -34,7 +34,7 @@ def test_fsdp_bench_rows():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--fsdp", "--sizes", "1K"], "choose one of --fsdp, --sizes and --loop"),
+        (["--fsdp", "--sizes", "1K"], "choose one of --fsdp, --sizes, --loop and --formats"),
         (["--fsdp", "--optimizers", "adamz"], "Unknown optimizer 'adamz'"),
         (["--fsdp", "--impls", "torch-turbo"], "Unknown contender 'torch-turbo'"),
     ],
