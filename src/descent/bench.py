@@ -250,6 +250,8 @@ def contend(
                 if fresh:
                     prepare[impl]()
                 opt.step()
+            if not fresh and impl.startswith("descent"):
+                _hold_grads(opt, ps)
         except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
             out[impl] = str(exc).split("\n")[0][:80]
             prepare.pop(impl, None)
@@ -260,6 +262,16 @@ def contend(
     del keep, steps, prepare
     gc.collect()
     return out
+
+
+def _hold_grads(opt: torch.optim.Optimizer, ps: list) -> None:
+    """Gradients in place, as a descent user gets them: ``zero_grad(set_to_none=False)``
+    makes them views of one flat buffer (which backward then accumulates into), here
+    refilled with the values every contender steps on."""
+    grads = [p.grad.clone() for p in ps]
+    opt.zero_grad(set_to_none=False)
+    for p, g in zip(ps, grads):
+        p.grad.copy_(g)
 
 
 def _fresh_grads(ps: list) -> Callable[[], None]:
