@@ -14,8 +14,8 @@ GD, mini-batch GD and SGD. Each optimizer runs with its defaults and with a lear
 rerun with several seeds. Writes index.html, figures/ and results.json to --out and
 prints the recommendation.
 
---quick: 3 tasks × 2 regimes, budget 4, 2 seeds, 0.4× the steps (about 40 s on 2 cores).
-default: 6 tasks × their regimes (16 problems), budget 7, 3 seeds (about 4 min on 2 cores).
+--quick: 3 tasks × 2 regimes, budget 4, 2 seeds, 0.4× the steps (about 20 s on 2 cores).
+default: 6 tasks × their regimes (16 problems), budget 7, 3 seeds (about 3 min on 2 cores).
 --report-only RESULTS: redraw figures/ and index.html from a saved results.json (seconds;
 nothing is trained), next to it or in --out.
 """
