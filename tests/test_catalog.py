@@ -36,6 +36,7 @@ def test_adaptive_and_sgd_family_are_read_from_the_rule():
         "radam",
         "sfadamw",
         "adopt",
+        "adafactor",
     }
     family = {e.key for e in catalog.ENTRIES if e.sgd_family}
     # lion (a sign rule) and Schedule-Free SGD (an averaging step) are neither

@@ -19,7 +19,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import optim
-from .rules import adaptive, adopt, momentum
+from .rules import adafactor, adaptive, adopt, momentum
 
 #: How a hyperparameter is written in legends and tables.
 SYMBOLS = {"momentum": "μ", "betas": "β", "beta": "β", "rho": "ρ", "alpha": "α", "weight_decay": "λ"}
@@ -91,7 +91,9 @@ class Entry:
     @property
     def adaptive(self) -> bool:
         """A per-coordinate step size: its rule holds a second-moment transform."""
-        return any(type(t).__module__ in (adaptive.__name__, adopt.__name__) for t in self.rule)
+        return any(
+            type(t).__module__ in (adaptive.__name__, adopt.__name__, adafactor.__name__) for t in self.rule
+        )
 
     @property
     def sgd_family(self) -> bool:
@@ -200,6 +202,14 @@ ENTRIES: tuple[Entry, ...] = (
         note="Schedule-Free averaging over plain SGD",
     ),
     Entry(
+        "adafactor",
+        "Adafactor",
+        optim.Adafactor,
+        knob=("beta2_decay", (-0.8, -0.65, -0.5)),
+        color="#e7298a",
+        note="factored second moments: a row and a column EMA per matrix (Shazeer & Stern 2018)",
+    ),
+    Entry(
         "adopt",
         "ADOPT",
         optim.ADOPT,
@@ -215,7 +225,7 @@ BY_KEY: dict[str, Entry] = {e.key: e for e in ENTRIES}
 NOTES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "nadam")
 
 #: What practitioners pick now, beyond the notes: the arena's and the gallery's defaults add them.
-CURRENT = ("sfadamw", "adopt")
+CURRENT = ("sfadamw", "adopt", "adafactor")
 
 
 def set_mode(opt: Optimizer, training: bool) -> None:

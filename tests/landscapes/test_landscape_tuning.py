@@ -43,9 +43,10 @@ def test_batch_rows_match_lone_runs(key):
 
 
 def test_lr_linearity_probe():
-    # Every catalog optimizer is, except AdamW, whose default weight decay is 1e-2.
+    # Every catalog optimizer is, except AdamW, whose default weight decay is 1e-2, and
+    # Adafactor, whose step size is min(lr, 1/√t) times the params' RMS.
     for entry in catalog.ENTRIES:
-        assert trajectories.lr_linear(entry, {}) == (entry.key != "adamw"), entry.key
+        assert trajectories.lr_linear(entry, {}) == (entry.key not in ("adamw", "adafactor")), entry.key
     assert trajectories.lr_linear(catalog.get("adamw"), {"weight_decay": 0.0})
     assert not trajectories.lr_linear(catalog.get("sgd"), {"weight_decay": 1e-4})
     assert not trajectories.lr_linear(catalog.get("adam"), {"weight_decay": 1e-4})

@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--optimizers",
         metavar="LIST",
-        help="comma-separated catalog keys (default: the notes' + adamw, sfadamw, adopt)",
+        help="comma-separated catalog keys (default: the notes' + adamw, sfadamw, adopt, adafactor)",
     )
     p.add_argument("--budget", type=int, metavar="N", help="tuning trials per optimizer per problem")
     p.add_argument("--seeds", type=int, metavar="K", help="seeds for the defaults and the tuned setting")

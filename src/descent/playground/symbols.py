@@ -47,6 +47,11 @@ STATE: dict[str, Moment] = {
     "mu_product": Moment("Πμ", "other", "product of NAdam's momentum schedule μ₁ … μₜ"),
     "lr_max": Moment("ηₘₐₓ", "other", "the largest warmed-up learning rate so far (it weights the average)"),
     "weight_sum": Moment("Σw", "other", "sum of the averaging weights: x is y's running weighted mean"),
+    "variance": Moment(
+        "v", "second", "Adafactor's EMA of g² for a vector (a matrix keeps a row and a column EMA)"
+    ),
+    "row_var": Moment("r", "other", "Adafactor's EMA of the row means of g² (a matrix's v̂ = r·cᵀ / mean(r))"),
+    "col_var": Moment("c", "other", "Adafactor's EMA of the column means of g²"),
     "z": Moment("z", "other", "Schedule-Free's base sequence z ← z − η·g (y interpolates x and z)"),
 }
 
