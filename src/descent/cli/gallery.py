@@ -20,7 +20,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="landscapes", help="output folder (default ./landscapes)")
     p.add_argument("--surfaces", help="comma list of surfaces (default: all)")
-    p.add_argument("--optimizers", help="comma list of optimizer keys (default: the notes' + sfadamw, adopt, adafactor)")
+    p.add_argument(
+        "--optimizers", help="comma list of optimizer keys (default: the notes' + sfadamw, adopt, adafactor)"
+    )
     p.add_argument("--steps", help="optimizer steps for every surface (default: each surface's own)")
     p.add_argument("--format", default="gif", help="gif (animated, default) or png (final paths)")
     p.add_argument("--defaults", action="store_true", help="skip tuning: default learning rates")
