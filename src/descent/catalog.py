@@ -22,7 +22,15 @@ from . import optim
 from .rules import adafactor, adaptive, adopt, momentum
 
 #: How a hyperparameter is written in legends and tables.
-SYMBOLS = {"momentum": "μ", "betas": "β", "beta": "β", "rho": "ρ", "alpha": "α", "weight_decay": "λ"}
+SYMBOLS = {
+    "momentum": "μ",
+    "betas": "β",
+    "beta": "β",
+    "rho": "ρ",
+    "alpha": "α",
+    "weight_decay": "λ",
+    "beta2_decay": "τ",
+}
 
 
 def symbol(name: str) -> str:

@@ -87,6 +87,15 @@ FORMULAS: dict[str, Formula] = {
     ),
     "lion": Formula(("θ ← θ − η·sign(β₁·m + (1 − β₁)·g)", "m ← β₂·m + (1 − β₂)·g")),
     "ema": Formula(("m ← β·m + (1 − β)·g", "θ ← θ − η·m"), "`EMAMomentum(p, lr=η, beta=β₁)`"),
+    # the playground's point is a vector: Adafactor's unfactored second moment
+    "adafactor": Formula(
+        (
+            "β̂₂ₜ = 1 − t^τ,  ρₜ = min(η, 1/√t)",
+            "v ← β̂₂ₜ·v + (1 − β̂₂ₜ)·g²",
+            "u = g/√v,  û = u/max(1, RMS(u))",
+            "θ ← θ − max(10⁻³, RMS(θ))·ρₜ·û",
+        )
+    ),
 }
 
 #: Symbols of the step itself: the parameters, the gradient, the step number.
