@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,15 @@ def bytes_per_param(key: str, element_size: int) -> int:
     cls, _, kw = OPTIMIZERS[key]
     probe = cls([torch.nn.Parameter(torch.zeros(1))], **kw)
     return element_size * (3 + 2 * len(probe.chain(probe.param_groups[0]).state))
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water mark (ru_maxrss keeps the parent's across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def params(shapes: Sequence[tuple[int, ...]], device: torch.device, dtype: torch.dtype) -> list:

@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .bench import peak_rss_mb
 from .bench_sizes import SIZES, numel
 
 CONTENDERS = ("torch-fused", "descent-f32", "descent-bf16", "descent-8bit", "torchao-8bit", "bnb-8bit")
@@ -125,16 +125,7 @@ def measure(impl: str, size: str, rounds: int, steps: int) -> dict:
         for _ in range(steps):
             opt.step()
         times.append((time.perf_counter() - start) * 1e3 / steps)
-    return {"bytes": _state_bytes(opt), "times": times, "first": first, "peak_mb": _peak_mb()}
-
-
-def _peak_mb() -> float:
-    """This process's own high-water mark (ru_maxrss keeps the parent's across exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"bytes": _state_bytes(opt), "times": times, "first": first, "peak_mb": peak_rss_mb()}
 
 
 def _child(impl: str, size: str, rounds: int, steps: int, timeout: float) -> dict:

@@ -203,19 +203,15 @@ def _compare(rows: list[LoopRow], fused: LoopRow | None) -> None:
 
 
 _PEAK = r"""
-import json, resource, sys
+import json, sys
 import torch
 from descent import bench_loop as b
+from descent.bench import peak_rss_mb
 name, impl, key, variant = sys.argv[1:5]
 model, opt, x = b.build(name, impl, key, variant)
 for _ in range(5):
     b.iteration(model, opt, x, variant)
-try:  # this process's own high-water mark (ru_maxrss keeps the parent's across exec)
-    with open("/proc/self/status") as f:
-        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-except (OSError, StopIteration):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(peak))
+print(json.dumps(peak_rss_mb()))
 """
 
 

@@ -424,11 +424,7 @@ class Engine:
                 continue
             if scal is None:  # the pieces share dtype and device: one lookup per run
                 scal = scalar_tensor(numbers, p)
-                if self.compile is not False:
-                    kern = b.kernels.get((chain, statics, names, guard))
-                    if kern is None:
-                        kern = kernel_for(chain, statics, names, p.dtype, p.device, guard)
-                        b.kernels[(chain, statics, names, guard)] = kern
+                kern = self._kernel(b, chain, statics, names, guard, p)
             wait = True if self.compile is True else None
             if kern is not None and p.dim() == 1 and n >= KERNEL_MIN and kern.ready(wait):
                 if not _call(kern.fn, [p, g, scal, *bufs], n):
@@ -438,6 +434,17 @@ class Engine:
                 return False
             run_eager(chain, statics, names, scal, p, g, bufs)
         return True
+
+    def _kernel(self, b: Bucket, chain: Chain, statics, names, guard: bool, p: Tensor):
+        """The bucket's kernel for these numbers' layout (None when not compiling), found
+        without hashing the chain's key after the first step."""
+        if self.compile is False:
+            return None
+        kern = b.kernels.get((chain, statics, names, guard))
+        if kern is None:
+            kern = kernel_for(chain, statics, names, p.dtype, p.device, guard, b.fmt)
+            b.kernels[(chain, statics, names, guard)] = kern
+        return kern
 
     def _run_stored(self, task: Task, run: Run, guard: bool, t: float, statics, names, numbers) -> bool:
         """:meth:`_run`'s kernel calls for a bucket whose state is kept in a format: each
@@ -456,11 +463,7 @@ class Engine:
                 continue
             if scal is None:
                 scal = scalar_tensor(numbers, p)
-                if self.compile is not False:
-                    kern = b.kernels.get((chain, statics, names, guard))
-                    if kern is None:
-                        kern = kernel_for(chain, statics, names, p.dtype, p.device, guard, fmt)
-                        b.kernels[(chain, statics, names, guard)] = kern
+                kern = self._kernel(b, chain, statics, names, guard, p)
             key = (seed, p.storage_offset() - origin)
             wait = True if self.compile is True else None
             if kern is not None and n >= least and kern.ready(wait):
