@@ -133,3 +133,19 @@ def test_a_gradient_of_another_shape_is_named_before_anything_is_written():
     with pytest.raises(RuntimeError, match=rf"param {big} of param group 0.*shape"):
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(ours, before))
+
+
+def test_state_lists_params_in_the_groups_order_as_torch_does():
+    """The flat buffer lays short params out before long ones (so fresh gradients are
+    staged in few chunks); optimizer.state and state_dict() still list the params in the
+    group's order, as torch.optim's do."""
+    ours, theirs = _pair(shapes=[(LARGE,), (3,), (LARGE + 5,), (7,), (2, 2)])
+    opt, ref = descent.Adam(ours), torch.optim.Adam(theirs)
+    for a, b in zip(ours, theirs):
+        a.grad = b.grad = torch.ones_like(a)
+    opt.step()
+    ref.step()
+    index = {id(p): i for i, p in enumerate(ours)}
+    assert [index[id(p)] for p in opt.state] == list(range(len(ours)))
+    assert list(opt.state_dict()["state"]) == list(ref.state_dict()["state"]) == [0, 1, 2, 3, 4]
+    compare_state(opt, ref, 1e-12)

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .grads import LARGE, STAGE, Grads, check_grad
+from .grads import STAGE, Grads, check_grad
+from .layout import LARGE
 
 
 def return_freed_memory() -> bool:

@@ -18,7 +18,19 @@ from torch import Tensor
 
 from . import formats
 from .formats import BLOCK, Format
-from .layout import align, dense, dtensor_type, flat1d, home, homed, scalar_dtype, staggered, tile, window
+from .layout import (
+    align,
+    dense,
+    dtensor_type,
+    flat1d,
+    home,
+    homed,
+    laid_out,
+    scalar_dtype,
+    staggered,
+    tile,
+    window,
+)
 
 _grad = operator.attrgetter("grad")
 _eq = operator.eq
@@ -46,9 +58,15 @@ class Bucket:
         ``fmt``: how the state is stored (:mod:`.formats`; None: in the params' dtype);
         8-bit state starts every param at a block boundary, so no block spans two params.
         ``seed``: this bucket's stream of stochastic-rounding bits."""
+        given = {id(p): k for k, p in enumerate(params)}
         if tiled:
             params = sorted(params, key=lambda p: p.grad.storage_offset())
+        elif flat and not sharded:
+            params = laid_out(params)
         self.params = params
+        #: each param's position in the list the bucket was made from (the group's order,
+        #: in which ``optimizer.state`` gets its entries, as torch.optim's does)
+        self.rank = [given[id(p)] for p in params]
         self.flat = flat
         self.tiled = tiled
         self.sharded = sharded

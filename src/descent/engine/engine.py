@@ -355,11 +355,10 @@ class Engine:
                 self.skipped += 1
                 return
         b.uniform = [(r.a, r.c) for r in task.runs] == [(0, len(b.params))]
-        if 0 in b.exposed:
-            for r in task.runs:
-                for i in range(r.a, r.c):
-                    if not b.exposed[i]:
-                        self.keeper.expose(state, b, task.chain, i)
+        if 0 in b.exposed:  # new entries of optimizer.state, in the group's order
+            new = [i for r in task.runs for i in range(r.a, r.c) if not b.exposed[i]]
+            for i in sorted(new, key=b.rank.__getitem__):
+                self.keeper.expose(state, b, task.chain, i)
 
     def _all_finite(self, tasks: list[Task], spread: bool) -> bool:
         """Every gradient of the step is finite: one flag per piece kept on the device, one

@@ -28,10 +28,7 @@ from torch import Tensor
 
 from .bucket import Bucket
 from .errors import SparseGradient
-from .layout import dense, staggered, window
-
-#: A gradient at least this long is read where it lies; shorter ones are staged.
-LARGE = 1 << 16
+from .layout import LARGE, dense, staggered, window
 
 #: Elements of the staging buffer (a chunk of small gradients): 1 MiB of float32, which
 #: stays in the L2 cache of the core that copies and reads it.

@@ -23,6 +23,20 @@ from torch.utils.weak import WeakIdKeyDictionary
 #: of the compiled kernel has a length divisible by it.
 ALIGN = 16
 
+#: A param at least this long has its gradient read where it lies when gradients are
+#: fresh (one kernel call each, see :mod:`.grads`); shorter ones are staged together.
+#: A flat bucket lays its short params out first, side by side, so the step stages them
+#: in as few chunks as their total size allows instead of one chunk per gap between two
+#: long ones (a transformer block's biases and norms sit between its matrices).
+LARGE = 1 << 16
+
+
+def laid_out(params: list[Tensor]) -> list[Tensor]:
+    """The order of a flat bucket's params in its buffer: short ones first, then long ones,
+    each in the order given."""
+    return [p for p in params if p.numel() < LARGE] + [p for p in params if p.numel() >= LARGE]
+
+
 #: Bytes between the starting offsets (modulo a page) of one bucket's buffers.
 STAGGER = 576
 
