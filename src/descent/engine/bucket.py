@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import formats
 from .formats import BLOCK, Format
+from .kernels import Numbers
 from .layout import (
     align,
     dense,
@@ -73,6 +74,9 @@ class Bucket:
         self.device = params[0].device
         self.dtype = params[0].dtype
         self.device_index = params[0].get_device()
+        self.cpu = self.device.type == "cpu"
+        #: the step's numbers, rewritten in place every step
+        self.numbers = Numbers()
         self.fmt = fmt
         self.seed = seed
         #: 8-bit state: each buffer's block scales (signed absmax), by state name

@@ -36,7 +36,6 @@ from .kernels import (
     pack,
     run_eager,
     run_stored,
-    scalar_tensor,
     warn,
 )
 from .layout import plan, real_dtype
@@ -85,9 +84,9 @@ def _blocks_of(bufs: Sequence[Tensor], unit: int, a: int, e: int) -> list[Tensor
     return [v[a // unit : -(-e // unit)] if j % 2 else v[a:e] for j, v in enumerate(bufs)]
 
 
-def _call(fn, args: list[Tensor], n: int) -> bool:
+def _call(fn, args: list[Tensor], n: int, cpu: bool) -> bool:
     """Run a kernel over ``n`` elements; False when a guarded kernel skipped the step."""
-    if n < PARALLEL_MIN and args[0].device.type == "cpu" and (threads := get_num_threads()) > 1:
+    if n < PARALLEL_MIN and cpu and (threads := get_num_threads()) > 1:
         # A short run costs less than waking the OpenMP team (on a busy machine far
         # less: 0.6 ms a call was measured for 4 K elements).
         set_num_threads(1)
@@ -111,6 +110,17 @@ class Run:
     c: int
     items: list
     again: bool = False
+
+
+@dataclass
+class _Last:
+    """A step that the next one repeats when nothing changed (see :meth:`Engine._again`)."""
+
+    groups: list[dict]
+    chains: list[Chain]
+    tasks: list[Task]
+    #: per task: its gradients lay in its flat gradient buffer (one span)
+    spans: list[bool]
 
 
 @dataclass
@@ -199,6 +209,8 @@ class Engine:
         self.retaken = 0
         #: buckets made so far (each takes the next stochastic-rounding seed)
         self.made = 0
+        #: the last step, when the next may repeat it
+        self.last: _Last | None = None
 
     @property
     def reload(self) -> bool:
@@ -240,8 +252,14 @@ class Engine:
     # -- the step ------------------------------------------------------------------------
     def step(self, groups: Sequence[dict], state: dict) -> None:
         """One step of every group, reading and updating ``state`` (``optimizer.state``)."""
-        work = self._prologue(groups, state)
-        tasks = [task for w in work for task in self._tasks(*w)]
+        tasks = self._again(groups, state)
+        if tasks is None:
+            self.last = None
+            work = self._prologue(groups, state)
+            tasks = [task for w in work for task in self._tasks(*w)]
+            remember = self._repeatable(tasks)
+        else:
+            remember = None
         inside = False
         if self.guard:
             # skip_nonfinite: a step of one piece checks its gradient inside its kernel; with
@@ -257,6 +275,50 @@ class Engine:
         for task in tasks:
             self._step_bucket(task, inside, state)
         self.settle(state, tasks)
+        if remember is not None:
+            self.last = remember
+
+    def _repeatable(self, tasks: list[Task]) -> _Last | None:
+        """What the next step may do again if nothing changes: every bucket one whole run,
+        stepped with the same chain, its gradients lying the same way."""
+        groups = [e.group for e in self.groups if e is not None]
+        if len(groups) != len(self.groups) or sum(len(e.buckets) for e in self.groups) != len(tasks):
+            return None
+        for t in tasks:
+            if t.gr is None or t.gr.has is not None or t.gr.held is not None:
+                return None
+            if len(t.runs) != 1 or t.runs[0].again or (t.runs[0].a, t.runs[0].c) != (0, len(t.b.params)):
+                return None
+        chains = [next(t.chain for t in tasks if t.group is g) for g in groups]
+        spans = [t.b.flat and not t.b.sharded and t.gr.grads is None for t in tasks]
+        return _Last(groups, chains, tasks, spans)
+
+    def _again(self, groups: Sequence[dict], state: dict) -> list[Task] | None:
+        """The last step's tasks, when nothing a step reads has changed since: no edit of
+        ``state``, the same groups holding the same params with the same chains, every
+        param where its bucket put it, every gradient present and lying as then. Each
+        bucket's gradients are collected (and checked) as in any step. None otherwise,
+        and the step is planned afresh."""
+        last = self.last
+        keeper = self.keeper
+        if last is None or keeper.reload or keeper.edited(state) or len(groups) != len(last.groups):
+            return None
+        entries = self.groups
+        for gi, (group, mine, chain) in enumerate(zip(groups, last.groups, last.chains)):
+            if group is not mine or not entries[gi].holds(group) or self.chain_for(group) is not chain:
+                return None
+        tasks = last.tasks
+        for t in tasks:
+            b = t.b
+            if not b.uniform or not b.intact() or b.retiled() or b.host_edited():
+                return None
+        grads = [self._collect(t.b, t.name) for t in tasks]
+        for gr, span in zip(grads, last.spans):
+            if gr is None or gr.has is not None or gr.held is not None or (gr.grads is None) != span:
+                return None
+        for t, gr in zip(tasks, grads):
+            t.gr = gr
+        return tasks
 
     def _prologue(self, groups: Sequence[dict], state: dict) -> list[tuple]:
         """Buckets for every group (laid out anew where the groups changed) and the user's
@@ -284,6 +346,7 @@ class Engine:
     def prepare(self, groups: Sequence[dict], state: dict) -> list[Task]:
         """The prologue of a step whose gradients arrive one by one: a task per bucket,
         to be stepped with :meth:`step_some`."""
+        self.last = None
         return [
             Task(group, chain, b, None, name, [])
             for group, chain, entry, name in self._prologue(groups, state)
@@ -354,7 +417,8 @@ class Engine:
             if not step(task, run):
                 self.skipped += 1
                 return
-        b.uniform = [(r.a, r.c) for r in task.runs] == [(0, len(b.params))]
+        runs = task.runs
+        b.uniform = len(runs) == 1 and runs[0].a == 0 and runs[0].c == len(b.params)
         if 0 in b.exposed:  # new entries of optimizer.state, in the group's order
             new = [i for r in task.runs for i in range(r.a, r.c) if not b.exposed[i]]
             for i in sorted(new, key=b.rank.__getitem__):
@@ -422,11 +486,11 @@ class Engine:
             if n == 0:
                 continue
             if scal is None:  # the pieces share dtype and device: one lookup per run
-                scal = scalar_tensor(numbers, p)
+                scal = b.numbers.fill(numbers, p)
                 kern = self._kernel(b, chain, statics, names, guard, p)
             wait = True if self.compile is True else None
             if kern is not None and p.dim() == 1 and n >= KERNEL_MIN and kern.ready(wait):
-                if not _call(kern.fn, [p, g, scal, *bufs], n):
+                if not _call(kern.fn, [p, g, scal, *bufs], n, b.cpu):
                     return False
                 continue
             if guard and not finite(g):
@@ -461,7 +525,7 @@ class Engine:
             if n == 0:
                 continue
             if scal is None:
-                scal = scalar_tensor(numbers, p)
+                scal = b.numbers.fill(numbers, p)
                 kern = self._kernel(b, chain, statics, names, guard, p)
             key = (seed, p.storage_offset() - origin)
             wait = True if self.compile is True else None
@@ -474,7 +538,7 @@ class Engine:
                     e = min(a + step, n)
                     part = [p[a:e], g[a:e], *_blocks_of(bufs, b.unit, a, e)] if step < n else [p, g, *bufs]
                     k = torch.tensor((key[0], key[1] + a), dtype=torch.int32, device=p.device)
-                    if not _call(kern.fn, [*part[:2], scal, *part[2:], k], e - a):
+                    if not _call(kern.fn, [*part[:2], scal, *part[2:], k], e - a, b.cpu):
                         return False
                 continue
             if guard and not finite(g):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import os
+import struct
 import sys
 import time
 import types
@@ -68,6 +69,12 @@ def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
     ``(statics, names, numbers)``."""
     statics, names, numbers = [], [], []
     for h in hs:
+        values = h.values()
+        if bool not in set(map(type, values)):  # (most transforms have no flag)
+            statics.append(())
+            names.append(tuple(h))
+            numbers += values
+            continue
         fixed, keys = [], []
         for k, v in h.items():
             if v is True or v is False:
@@ -91,16 +98,28 @@ def fresh_scalars(chain: Chain, group: dict) -> Iterator[list[Scalars]]:
         yield chain.scalars(group, t, {k: v.item() for k, v in host.items()})
 
 
-def scalar_tensor(numbers: list, like: Tensor) -> Tensor:
-    """The numbers as one 1-D tensor in ``like``'s compute precision, on its device. As
+class Numbers:
+    """A step's numbers as one 1-D tensor in the params' compute precision, rounded as
     torch rounds a Python scalar for an op on float32 (or bf16/fp16, computed in float32)
-    tensors; exact in float64."""
-    dtype = compute_dtype(like.dtype)
-    if not numbers:
-        return torch.empty(0, dtype=dtype, device=like.device)
-    # frombuffer over an array: a third of torch.tensor(list)'s cost (1 µs vs 3 µs)
-    host = torch.frombuffer(array.array("d" if dtype == torch.float64 else "f", numbers), dtype=dtype)
-    return host if like.device.type == "cpu" else host.to(like.device)
+    tensors, exact in float64. Written in place into the same host memory at every step of
+    a bucket: a third of the cost of a new tensor (0.3 µs vs 0.9). Kernels read it
+    synchronously on the CPU; a GPU gets a copy."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+
+    def fill(self, numbers: list, like: Tensor) -> Tensor:
+        dtype = compute_dtype(like.dtype)
+        key = (len(numbers), dtype)
+        if key != self.key:
+            code = "d" if dtype == torch.float64 else "f"
+            self.host = array.array(code, bytes(len(numbers) * (8 if code == "d" else 4)))
+            self.tensor = torch.frombuffer(self.host, dtype=dtype) if numbers else torch.empty(0, dtype=dtype)
+            self.format = f"{len(numbers)}{code}"
+            self.key = key
+        if numbers:
+            struct.pack_into(self.format, self.host, 0, *numbers)
+        return self.tensor if like.device.type == "cpu" else self.tensor.to(like.device)
 
 
 # -- eager ------------------------------------------------------------------------------

@@ -48,11 +48,15 @@ def _tracked(value: Any) -> bool:
 def read(group: Mapping[str, Any], ref: Hyper) -> float:
     """The value of hyperparameter ``ref`` in ``group`` as a Python float (under
     :func:`keep_graph`, a tensor that requires grad as a 0-d tensor)."""
-    if callable(ref):
-        value = ref(group)
+    if type(ref) is str:
+        value = group[ref]
+        if type(value) is float:  # the common case, first
+            return value
     elif isinstance(ref, tuple):
         name, index = ref
         value = group[name][index]
+    elif callable(ref):
+        value = ref(group)
     else:
         value = group[ref]
     if isinstance(value, Tensor):
