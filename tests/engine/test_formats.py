@@ -353,3 +353,18 @@ def test_fresh_and_held_gradients_give_the_same_bits():
             opt.step()
         out.append(w.detach().clone())
     assert torch.equal(*out)
+
+
+def test_kernel_generation_changes_are_undone_after_a_build():
+    """The code generator's two changes (loop step, vector bit casts) hold only while a
+    format's kernel is generated: a user's own torch.compile afterwards sees inductor as
+    it was."""
+    from torch._inductor.codegen import cpp
+
+    from descent.engine.formats import full_width
+
+    before = (cpp.TilingSelect.select_tiling, vars(cpp.CppVecOverrides)["to_dtype_bitcast"])
+    with full_width():
+        assert cpp.TilingSelect.select_tiling is not before[0]
+        assert vars(cpp.CppVecOverrides)["to_dtype_bitcast"] is not before[1]
+    assert (cpp.TilingSelect.select_tiling, vars(cpp.CppVecOverrides)["to_dtype_bitcast"]) == before

@@ -219,7 +219,8 @@ def build(spec: Spec, dest: Path) -> float:
             warnings.filterwarnings("ignore", category=FutureWarning)
             module = Step(spec) if spec.fmt is None else StoredStep(spec)
             program = torch.export.export(module, args, dynamic_shapes=shapes)
-            aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
+            with state_formats.full_width():
+                aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

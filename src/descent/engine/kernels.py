@@ -32,7 +32,7 @@ from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, nonfinite, options, unpack
-from .formats import BLOCK, Format, StoredStep, stored
+from .formats import BLOCK, Format, StoredStep, full_width, stored
 from .layout import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
@@ -313,7 +313,8 @@ def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
     compiled = torch.compile(fn, dynamic=True, fullgraph=True, options=options())
 
     def run(args: list[Tensor]) -> list[Tensor]:
-        out = compiled(*args)
+        with full_width():  # (the first call compiles)
+            out = compiled(*args)
         return [] if out is None else [out]
 
     return run
