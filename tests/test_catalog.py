@@ -68,3 +68,40 @@ def test_set_mode_moves_schedule_free_params_and_leaves_others_alone():
     plain = catalog.get("adam").make([q])
     catalog.set_mode(plain, False)  # no train()/eval(): nothing happens
     assert torch.equal(q.detach(), torch.ones(3))
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)
+    )
+
+
+def test_muon_entry_is_the_reference_recipe_with_one_tuned_lr():
+    """The arena's Muon + AdamW: hidden matrices on Muon at the tuned lr, the rest on
+    AdamW at lr × the ratio (the knob); the same numbers as MuonAdamW built by hand."""
+    entry = catalog.get("muon")
+    assert entry.model and entry not in catalog.ENTRIES and "muon" in catalog.ARENA
+    assert entry.default_lr == 0.02 and entry.default("adamw_ratio") == 0.015  # 3e-4 / 0.02
+    assert not entry.adaptive and not entry.sgd_family  # its rule: the Muon groups'
+    a, b = _mlp(), _mlp()
+    ours = entry.make(a, lr=0.05, adamw_ratio=0.1)
+    ref = type(ours)(b, lr=0.05, adamw_lr=0.05 * 0.1)
+    assert [(g["use_muon"], g["lr"]) for g in ours.param_groups] == [(True, 0.05), (False, 0.05 * 0.1)]
+    x = torch.randn(16, 6)
+    for _ in range(5):
+        for model, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_an_entry_built_over_a_model_has_no_trajectory_on_a_surface():
+    from descent.landscapes import gallery
+
+    with pytest.raises(ValueError, match="'muon' .* no trajectory of a single point"):
+        catalog.select("adam,muon", points=True)
+    with pytest.raises(ValueError, match="'muon'"):
+        gallery.render_gallery("/tmp/unused", optimizers=["muon"])  # refused before drawing
+    assert [e.key for e in catalog.select("adam,muon")] == ["adam", "muon"]  # the arena's select

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import optim
+from .optim import muon
 from .rules import adafactor, adaptive, adopt, momentum
 
 #: How a hyperparameter is written in legends and tables.
@@ -30,6 +31,7 @@ SYMBOLS = {
     "alpha": "α",
     "weight_decay": "λ",
     "beta2_decay": "τ",
+    "adamw_ratio": "η_AdamW/η",
 }
 
 
@@ -58,6 +60,15 @@ class Entry:
     knob: tuple[str, tuple[Any, ...]] | None = None
     color: str = "#000000"
     note: str = ""
+    #: built over a whole model, whose params it splits itself (MuonAdamW: the hidden
+    #: matrices on one rule, the rest on another): the arena hands it the model; it has
+    #: no trajectory of a lone point, so the landscapes and the playground leave it out
+    model: bool = False
+    #: keys of the param group its rule is read from (:attr:`rule`), beyond its defaults
+    group: dict[str, Any] = field(default_factory=dict)
+    #: turns the entry's settings into the class's arguments (a setting of the entry's own,
+    #: such as a ratio between two learning rates, into what the class takes)
+    translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -94,7 +105,7 @@ class Entry:
         those stands in: no optimizer, and no engine, is built for it."""
         bare = self.cls.__new__(self.cls)
         bare.defaults = dict(self.defaults)
-        return tuple(self.cls.rule(bare, self.defaults))
+        return tuple(self.cls.rule(bare, {**self.defaults, **self.group}))
 
     @property
     def adaptive(self) -> bool:
@@ -109,10 +120,13 @@ class Entry:
         return all(type(t).__module__ == momentum.__name__ for t in self.rule)
 
     def make(self, params: Any, lr: float | None = None, **hyper: Any) -> Optimizer:
-        """Build the optimizer: the entry's fixed settings, overridden by ``hyper``."""
+        """Build the optimizer: the entry's fixed settings, overridden by ``hyper``.
+        ``params``: what the class takes (a model for a :attr:`model` entry)."""
         kw = {**self.fixed, **hyper}
         if lr is not None:
             kw["lr"] = lr
+        if self.translate is not None:
+            kw = self.translate(kw)
         return self.cls(params, **kw)
 
 
@@ -227,13 +241,45 @@ ENTRIES: tuple[Entry, ...] = (
     ),
 )
 
-BY_KEY: dict[str, Entry] = {e.key: e for e in ENTRIES}
+
+def _adamw_lr(kw: dict[str, Any]) -> dict[str, Any]:
+    """MuonAdamW's AdamW learning rate as a ratio of Muon's: one lr, tuned as every other
+    optimizer's is, moves both, and the ratio is the knob."""
+    kw = dict(kw)
+    ratio = kw.pop("adamw_ratio")
+    kw["adamw_lr"] = kw.get("lr", muon.MUON_DEFAULTS["lr"]) * ratio
+    return kw
+
+
+#: Optimizers built over a whole model (:attr:`Entry.model`): the arena runs them; they
+#: have no trajectory on a surface.
+MODEL_ENTRIES: tuple[Entry, ...] = (
+    Entry(
+        "muon",
+        "Muon + AdamW",
+        optim.MuonAdamW,
+        # the reference's lr = 0.02 for Muon and 3e-4 for AdamW: a ratio of 0.015
+        {"lr": 0.02, "adamw_ratio": 0.015},
+        ("adamw_ratio", (0.015, 0.05, 0.15)),
+        "#66a61e",
+        "Muon (orthogonalised momentum) on the hidden matrices, AdamW on embeddings, head, "
+        "biases and norms: the recipe of the Muon authors",
+        model=True,
+        group={**muon.MUON_DEFAULTS, "use_muon": True},
+        translate=_adamw_lr,
+    ),
+)
+
+BY_KEY: dict[str, Entry] = {e.key: e for e in (*ENTRIES, *MODEL_ENTRIES)}
 
 #: The notes' own set, in the order the notes introduce them.
 NOTES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "nadam")
 
 #: What practitioners pick now, beyond the notes: the arena's and the gallery's defaults add them.
 CURRENT = ("sfadamw", "adopt", "adafactor")
+
+#: The arena's default set: the notes', AdamW, the current ones, and Muon's recipe.
+ARENA = (*NOTES, "adamw", *CURRENT, "muon")
 
 
 def set_mode(opt: Optimizer, training: bool) -> None:
@@ -252,8 +298,12 @@ def get(key: str) -> Entry:
         raise ValueError(f"Unknown optimizer {key!r}; choose from: {', '.join(BY_KEY)}") from None
 
 
-def select(keys: str | Iterable[str] | None, default: Sequence[str] = NOTES) -> list[Entry]:
-    """Entries for a comma-separated string or a list of keys (``None``: ``default``)."""
+def select(
+    keys: str | Iterable[str] | None, default: Sequence[str] = NOTES, points: bool = False
+) -> list[Entry]:
+    """Entries for a comma-separated string or a list of keys (``None``: ``default``).
+    ``points``: for stepping a lone point (landscapes, playground), which refuses a
+    :attr:`Entry.model` entry by name."""
     if keys is None:
         keys = default
     if isinstance(keys, str):
@@ -261,4 +311,17 @@ def select(keys: str | Iterable[str] | None, default: Sequence[str] = NOTES) -> 
     entries = [get(k) for k in keys]
     if not entries:
         raise ValueError("no optimizer selected")
+    if points:
+        for e in entries:
+            refuse_model(e)
     return entries
+
+
+def refuse_model(entry: Entry) -> None:
+    """``ValueError`` for an entry that steps a whole model, not a lone point."""
+    if entry.model:
+        raise ValueError(
+            f"{entry.key!r} ({entry.label}) splits a model's params between two rules, so it has no "
+            "trajectory of a single point on a surface; the arena runs it (descent arena --optimizers "
+            f"{entry.key})"
+        )

@@ -28,7 +28,7 @@ def _lone_final(surface, entry, lr, hyper, steps):
     return p.detach()
 
 
-@pytest.mark.parametrize("key", list(catalog.BY_KEY))
+@pytest.mark.parametrize("key", [e.key for e in catalog.ENTRIES])
 def test_batch_rows_match_lone_runs(key):
     """Each candidate in the batch (rows sharing a param group, knob values as groups)
     ends exactly where the same setting run alone ends."""

@@ -175,6 +175,7 @@ def test_a_diverging_run_is_shown_as_diverged(app):
 BAD = [
     ({"surface": "nowhere"}, "'nowhere'"),
     ({"optimizers": [{"key": "adamz"}]}, "'adamz'"),
+    ({"optimizers": [{"key": "muon"}]}, "'muon'"),  # a whole model's optimizer: no point to step
     ({"optimizers": [{"key": "sgd", "lr": 0}]}, "lr = 0"),
     ({"optimizers": [{"key": "sgd", "lr": -1e-3}]}, "lr = -0.001"),
     ({"optimizers": [{"key": "sgd", "lr": float("nan")}]}, "lr = nan"),

@@ -155,7 +155,7 @@ def _prepare(tasks, optimizers, out, quick, budget, seeds, workers) -> _Plan:
     budget = mode.budget if budget is None else budget
     seeds = mode.seeds if seeds is None else seeds
     _check_numbers(budget, seeds, workers)
-    entries = catalog.select(optimizers, default=(*catalog.NOTES, "adamw", *catalog.CURRENT))
+    entries = catalog.select(optimizers, default=catalog.ARENA)
     chosen = _tasks(tasks, mode)
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -44,7 +44,7 @@ def entries(keys: str):
     from .. import catalog
 
     try:
-        return catalog.select(keys)
+        return catalog.select(keys, points=True)
     except ValueError as exc:
         raise UsageError(f"--optimizers: {exc}") from None
 

@@ -50,7 +50,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
                 f"choose from: {', '.join(surfaces.SURFACES)}"
             )
     try:
-        entries = catalog.select(args.optimizers, default=(*catalog.NOTES, *catalog.CURRENT))
+        entries = catalog.select(args.optimizers, default=(*catalog.NOTES, *catalog.CURRENT), points=True)
     except ValueError as exc:
         raise UsageError(f"--optimizers: {exc}") from None
     steps = positive_int(args.steps, "--steps")

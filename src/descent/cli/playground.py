@@ -87,7 +87,7 @@ def _export(args: argparse.Namespace) -> int:
     lrs = positive_int(args.lrs, "--lrs")
     try:
         scenes = export.scenes(args.surfaces)
-        entries = catalog.select(args.optimizers, default=catalog.NOTES)
+        entries = catalog.select(args.optimizers, default=catalog.NOTES, points=True)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     index = export.write(out, scenes, entries, lrs=lrs, log=lambda msg: print(msg, flush=True))

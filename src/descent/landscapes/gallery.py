@@ -92,7 +92,7 @@ def render_gallery(
     if fmt not in GALLERY_FORMATS:
         raise ValueError(f"Invalid fmt: {fmt!r} (expected 'gif' or 'png')")
     chosen = _surfaces(surfaces)
-    entries = catalog.select(optimizers, default=(*catalog.NOTES, *catalog.CURRENT))
+    entries = catalog.select(optimizers, default=(*catalog.NOTES, *catalog.CURRENT), points=True)
     if steps is not None:
         _positive(steps, "steps")
     folder = Path(out_dir)

@@ -203,6 +203,7 @@ class Playground:
         key = data.get("key")
         try:
             entry = _catalog.get(key) if isinstance(key, str) else _catalog.get(str(key))
+            _catalog.refuse_model(entry)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         with self._lock:

@@ -142,9 +142,10 @@ def run_spec(item: Any, i: int) -> RunSpec:
         entry = catalog.get(key) if isinstance(key, str) else None
     except ValueError:
         entry = None
-    if entry is None:
+    if entry is None or entry.model:
         raise BadRequest(
-            f"optimizers[{i}]: unknown optimizer {key!r}; choose from: {', '.join(catalog.BY_KEY)}"
+            f"optimizers[{i}]: unknown optimizer {key!r}; choose from: "
+            + ", ".join(e.key for e in catalog.ENTRIES)
         )
     where = f"optimizers[{i}] ({entry.key})"
     allowed = symbols.exposed(entry)

@@ -257,8 +257,10 @@ def _sparse(probs: list[Problem], tuned_ranks: list[dict[str, float]], sparse: C
     for (task, regime), ranks in zip(probs, tuned_ranks):
         if task not in sparse:
             continue
-        ada = [k for k in ranks if catalog.get(k).adaptive]
-        other = [k for k in ranks if not catalog.get(k).adaptive]
+        # (an optimizer that splits the model between two rules, Muon + AdamW, is neither)
+        single = [k for k in ranks if not catalog.get(k).model]
+        ada = [k for k in single if catalog.get(k).adaptive]
+        other = [k for k in single if not catalog.get(k).adaptive]
         if not ada or not other:
             continue
         a = min(ada, key=lambda k: (ranks[k], k))

@@ -120,7 +120,8 @@ def train(spec: RunSpec) -> Run:
     batch = batch_size_for(spec.regime, len(train_ds), task.batch_size)  # type: ignore[arg-type]
     torch.manual_seed(spec.seed)
     model = task.model()
-    opt = catalog.get(spec.optimizer).make(model.parameters(), lr=spec.lr, **spec.hyper)
+    entry = catalog.get(spec.optimizer)
+    opt = entry.make(model if entry.model else model.parameters(), lr=spec.lr, **spec.hyper)
     catalog.set_mode(opt, True)
     batches = _batches(make_loader(train_ds, spec.regime, batch, seed=spec.seed))
     curve: dict[str, list] = {"step": [], "train_loss": [], "val_loss": [], "val_metric": []}
@@ -171,11 +172,19 @@ def _num(x: float) -> float | None:
 
 
 def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> Run:
-    group = opt.param_groups[0]
-    hyper = {k: group[k] for k in spec.hyper}
-    knob = catalog.get(spec.optimizer).knob
-    if knob is not None:
-        hyper.setdefault(knob[0], group.get(knob[0]))
+    entry = catalog.get(spec.optimizer)
+    knob = entry.knob
+    if entry.model:  # its groups hold two rules' settings: what it was built with
+        lr = spec.lr if spec.lr is not None else entry.default_lr
+        hyper = dict(spec.hyper)
+        if knob is not None:
+            hyper.setdefault(knob[0], entry.default(knob[0]))
+    else:  # as the optimizer holds them (its defaults filled in)
+        group = opt.param_groups[0]
+        lr = group["lr"]
+        hyper = {k: group[k] for k in spec.hyper}
+        if knob is not None:
+            hyper.setdefault(knob[0], group.get(knob[0]))
     return Run(
         id=spec.id,
         task=task.name,
@@ -183,7 +192,7 @@ def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> Run:
         optimizer=spec.optimizer,
         phase=spec.phase,  # type: ignore[arg-type]
         seed=spec.seed,
-        lr=float(group["lr"]),
+        lr=float(lr),
         hyper=jsonable(hyper),
         steps=steps,
         batch_size=batch,
