@@ -236,16 +236,19 @@ def _format_args(spec: Spec, args: tuple, size) -> tuple[tuple, tuple]:
     dtype = state_formats.storage_dtype(spec.fmt, spec.dtype)
     bufs, dims = [], []
     blocks = torch.export.Dim("blocks", min=1)
-    if state_formats.slots(spec.fmt) == 2:  # 8-bit runs are whole blocks (see grads.piece)
+    eight = state_formats.slots(spec.fmt) == 2
+    if eight:  # 8-bit runs are whole blocks (see grads.piece), p and g as rows of a block
         size = BLOCK * blocks
+        p, g = p.view(-1, BLOCK), g.view(-1, BLOCK)
     for _ in spec.state:
         bufs.append(torch.zeros(n, dtype=dtype, device=p.device))
         dims.append({0: size})
-        if state_formats.slots(spec.fmt) == 2:
+        if eight:
             bufs.append(torch.ones(n // BLOCK, dtype=torch.float32, device=p.device))
             dims.append({0: blocks})
     key = torch.zeros(2, dtype=torch.int32, device=p.device)
-    return (p, g, scal, bufs, key), ({0: size}, {0: size}, None, dims, None)
+    rows = {0: blocks} if eight else {0: size}
+    return (p, g, scal, bufs, key), (rows, rows, None, dims, None)
 
 
 def load(path: Path, device: torch.device):

@@ -537,6 +537,8 @@ class Engine:
                 for a in range(0, n, step):
                     e = min(a + step, n)
                     part = [p[a:e], g[a:e], *_blocks_of(bufs, b.unit, a, e)] if step < n else [p, g, *bufs]
+                    if b.unit > 1:  # an 8-bit kernel takes p and g as rows of a block
+                        part[0], part[1] = part[0].view(-1, b.unit), part[1].view(-1, b.unit)
                     k = torch.tensor((key[0], key[1] + a), dtype=torch.int32, device=p.device)
                     if not _call(kern.fn, [*part[:2], scal, *part[2:], k], e - a, b.cpu):
                         return False

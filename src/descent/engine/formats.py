@@ -369,8 +369,10 @@ def stored(
     (noise key of this step, position of the run's first element) that stochastic
     rounding hashes. Returns the flag ``bad`` with ``guard``."""
     compute = torch.float64 if p.dtype == torch.float64 else torch.float32
-    pos = torch.arange(p.shape[0], dtype=torch.int32, device=p.device) + key[1]
+    pos = torch.arange(p.numel(), dtype=torch.int32, device=p.device) + key[1]
     if fmt.state == "8bit":  # every tensor as rows of a block: one pass, block by block
+        # (a kernel is handed p and g as rows already: written back through a view, a 1-D
+        # param made inductor index every element with a division and a modulo)
         p, g, pos = rows(p), rows(g), rows(pos)
     state = load(fmt, bufs, compute)
     bad = nonfinite(g) if guard else None
