@@ -75,9 +75,7 @@ def parts(repeats: int) -> dict:
         ps = [torch.tensor(s.start, dtype=torch.float64, requires_grad=True) for _ in OPTIMIZERS]
         opts = [
             catalog.get(o["key"]).make(
-                [p],
-                compile=False,
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items() if k != "key"},
+                [p], **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items() if k != "key"}
             )
             for o, p in zip(OPTIMIZERS, ps)
         ]

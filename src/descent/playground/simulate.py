@@ -55,7 +55,7 @@ def race(surface: Surface, specs: list[RunSpec], steps: int) -> list[Trace]:
     """Run every spec for ``steps`` steps from ``surface.start``, in lock step."""
     n = len(specs)
     params = [torch.tensor(surface.start, dtype=DTYPE, requires_grad=True) for _ in specs]
-    opts = [s.entry.make([p], compile=False, **s.kwargs) for s, p in zip(specs, params)]
+    opts = [s.entry.make([p], **s.kwargs) for s, p in zip(specs, params)]
     # an optimizer that evaluates elsewhere than it trains (Schedule-Free: gradients at y,
     # the model at x) trains in training mode and is drawn where it says to evaluate
     modal = [callable(getattr(o, "eval", None)) for o in opts]
