@@ -96,9 +96,14 @@ def tensor_arithmetic(group: Mapping[str, Any], ref: Hyper = "lr") -> TensorArit
     """How torch.optim rounds arithmetic on hyperparameter ``ref`` of ``group``: a
     :class:`TensorArithmetic` when it is a tensor of a precision below float64, else
     ``None`` (Python floats and float64 tensors compute in float64 as they are)."""
-    if callable(ref):
+    if type(ref) is str:
+        value = group[ref]
+        if type(value) is float:  # the common case, first
+            return None
+    elif callable(ref):
         return None
-    value = group[ref[0]][ref[1]] if isinstance(ref, tuple) else group[ref]
+    else:
+        value = group[ref[0]][ref[1]] if isinstance(ref, tuple) else group[ref]
     if _tracked(value):  # a differentiable step computes with the tensor itself
         return None
     if isinstance(value, Tensor) and value.dtype != torch.float64 and value.is_floating_point():
