@@ -149,3 +149,22 @@ def test_state_lists_params_in_the_groups_order_as_torch_does():
     assert [index[id(p)] for p in opt.state] == list(range(len(ours)))
     assert list(opt.state_dict()["state"]) == list(ref.state_dict()["state"]) == [0, 1, 2, 3, 4]
     compare_state(opt, ref, 1e-12)
+
+
+def test_the_step_keeps_no_gradient_alive():
+    """After step() and zero_grad(), backward's gradients are freed: the step (which
+    repeats its last plan when nothing changed) holds no reference to them, so a training
+    step's peak memory holds one set of gradients, as with torch.optim."""
+    import gc
+    import weakref
+
+    w = torch.nn.Parameter(torch.randn(300, 301))
+    b = torch.nn.Parameter(torch.randn(301))
+    opt = descent.Adam([w, b])
+    for _ in range(3):  # the first step plans, the later ones repeat the plan
+        (w.sum() + (b * b).sum()).backward()
+        refs = [weakref.ref(w.grad), weakref.ref(b.grad)]
+        opt.step()
+        opt.zero_grad()
+        gc.collect()
+        assert [r() for r in refs] == [None, None]

@@ -260,6 +260,20 @@ class Engine:
             remember = self._repeatable(tasks)
         else:
             remember = None
+        try:
+            if not self._run_tasks(tasks, state):
+                return
+        except BaseException:
+            self.last = None  # (the next step plans afresh)
+            raise
+        finally:
+            for task in tasks:  # a remembered task must not keep this step's gradients alive
+                task.gr = None
+        if remember is not None:
+            self.last = remember
+
+    def _run_tasks(self, tasks: list[Task], state: dict) -> bool:
+        """Step every task and settle; False when ``skip_nonfinite`` skipped the step."""
         inside = False
         if self.guard:
             # skip_nonfinite: a step of one piece checks its gradient inside its kernel; with
@@ -271,12 +285,11 @@ class Engine:
             if not inside and not self._all_finite(tasks, spread):
                 self.skipped += 1
                 self.settle(state, tasks)
-                return
+                return False
         for task in tasks:
             self._step_bucket(task, inside, state)
         self.settle(state, tasks)
-        if remember is not None:
-            self.last = remember
+        return True
 
     def _repeatable(self, tasks: list[Task]) -> _Last | None:
         """What the next step may do again if nothing changes: every bucket one whole run,
