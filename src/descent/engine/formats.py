@@ -110,14 +110,17 @@ def full_width() -> Iterator[None]:
     if tiling is not None and lowp is not None and bodies is not None and hasattr(tiling, "select_tiling"):
         select = tiling.select_tiling
 
-        def widest(self, fn_list, var_sizes_list):
-            found = {lowp(body)[0] for body in bodies(fn_list)} - {None}
+        def widest(self, fn_list, *args, **kwargs):
+            try:
+                found = {lowp(body)[0] for body in bodies(fn_list)} - {None}
+            except Exception:  # another inductor's loop bodies: its own choice
+                found = set()
             if len(found) != 1:
-                return select(self, fn_list, var_sizes_list)
+                return select(self, fn_list, *args, **kwargs)
             dtype = found.pop()
             cpp.get_loop_body_lowp_fp = lambda body: (dtype, False)  # (only the dtype is read here)
             try:
-                return select(self, fn_list, var_sizes_list)
+                return select(self, fn_list, *args, **kwargs)
             finally:
                 cpp.get_loop_body_lowp_fp = lowp
 
@@ -128,10 +131,11 @@ def full_width() -> Iterator[None]:
     if vec is not None and names is not None and "to_dtype_bitcast" in vars(vec):
         scalar = vars(vec)["to_dtype_bitcast"]
 
-        def bitcast(x, dtype, src_dtype):
+        def bitcast(x, dtype, src_dtype, *args, **kwargs):
             kernel = V.kernel
-            if dtype.itemsize != src_dtype.itemsize or not getattr(x, "is_vec", False):
-                return scalar.__func__(x, dtype, src_dtype)
+            plain = dtype.itemsize != src_dtype.itemsize or not getattr(x, "is_vec", False)
+            if plain or args or kwargs or not hasattr(kernel, "_get_num_vectors") or dtype not in names:
+                return scalar.__func__(x, dtype, src_dtype, *args, **kwargs)
             n, to = kernel._get_num_vectors(dtype), names[dtype]
             if n == 1:
                 return f"at::vec::cast<{to}>({x})"
