@@ -261,7 +261,7 @@ MODEL_ENTRIES: tuple[Entry, ...] = (
         # the reference's lr = 0.02 for Muon and 3e-4 for AdamW: a ratio of 0.015
         {"lr": 0.02, "adamw_ratio": 0.015},
         ("adamw_ratio", (0.015, 0.05, 0.15)),
-        "#66a61e",
+        "#00bfff",
         "Muon (orthogonalised momentum) on the hidden matrices, AdamW on embeddings, head, "
         "biases and norms: the recipe of the Muon authors",
         model=True,

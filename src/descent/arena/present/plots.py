@@ -63,16 +63,18 @@ def curves(
                 ax.axhline(target, color="k", ls=":", lw=0.8)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
-    return _finish(fig, axes, path, title, below=0.05, wspace=0.32, hspace=0.32, top=0.9)
+    return _finish(fig, axes, path, title, below=0.0, wspace=0.32, hspace=0.32, top=0.9)
 
 
 def _finish(fig: Any, axes: Any, path: str, title: str, below: float, **adjust: float) -> str:
-    """One legend for all panels under the figure, the title, and save."""
+    """One legend for all panels under the figure (its top ``below`` the figure's bottom
+    edge, so however many rows it takes it stays clear of the axes' labels), the title,
+    and save (the saved image grows to hold the legend)."""
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
-        loc="lower center",
+        loc="upper center",
         ncol=min(len(labels), 9),
         frameon=False,
         bbox_to_anchor=(0.5, -below),
@@ -114,7 +116,7 @@ def sensitivity(path: str, title: str, panels: list[dict[str, Any]]) -> str:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final validation loss")
         ax.set_title(panel["title"])
-    return _finish(fig, axes, path, title, below=0.12, wspace=0.32, top=0.8)
+    return _finish(fig, axes, path, title, below=0.02, wspace=0.32, top=0.8)
 
 
 def ranks(path: str, problems: list[str], rows: list[dict[str, Any]]) -> str:
