@@ -22,7 +22,6 @@ from torch import Tensor
 from ..rules.base import Chain, Scalars
 from . import tensorwise
 from .body import nonfinite
-from .layout import scalar_dtype
 
 #: Same-shape tensors at least this long are stepped one by one (as batches of one): a
 #: call per tensor then costs little beside its work, where stacking would copy the params,
@@ -58,25 +57,6 @@ def finite(groups: Sequence[Mapping[str, Any]]) -> bool:
     return not flags or not bool(torch.stack([f.cpu() for f in flags]).any())
 
 
-def prepare(
-    state: Any, state_step: bool, chain: Chain, group: Mapping[str, Any], p: Tensor
-) -> tuple[dict, bool]:
-    """``state[p]`` with every entry the chain needs for a param of ``p``'s shape (new ones
-    as torch.optim starts them), and whether its buffers had started."""
-    st = state[p]
-    if state_step and "step" not in st:
-        st["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-    for name in chain.host[1:]:
-        if name not in st:
-            st[name] = torch.tensor(chain.host_init(name), dtype=chain.host_dtype(name) or scalar_dtype())
-    bufs = chain.buffers(tuple(p.shape))
-    started = bool(bufs) and all(name in st for name in bufs)
-    for name, shape in bufs.items():
-        if name not in st:
-            st[name] = torch.full(shape, chain.fill(name, group), dtype=p.dtype, device=p.device)
-    return st, started
-
-
 def step(chain: Chain, group: Mapping[str, Any], state: Any, state_step: bool, who: str) -> None:
     """One step of ``group`` (grad mode off)."""
     check(group, who)
@@ -91,7 +71,7 @@ def step(chain: Chain, group: Mapping[str, Any], state: Any, state_step: bool, w
                 later.append(p)
                 continue
             seen.add(id(p))
-            st, started = prepare(state, state_step, chain, group, p)
+            st, started = tensorwise.prepare(state, state_step, chain, group, p)
             host = tuple(float(st[k]) for k in chain.host if k in st)
             key = (tuple(p.shape), p.dtype, p.device, started, host)
             batches.setdefault(key, []).append((p, p.grad, st))

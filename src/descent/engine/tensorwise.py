@@ -24,20 +24,27 @@ def prepare(
     state: Any, state_step: bool, chain: Chain, group: Mapping[str, Any], p: Tensor
 ) -> tuple[dict, bool]:
     """``state[p]`` with every entry the chain needs (new ones as torch.optim starts them:
-    ``step`` 0, buffers filled with the rule's initial value), and whether its buffers had
-    started before. ``state_step``: the state publishes a ``step`` (all but SGD)."""
+    ``step`` 0, buffers filled with the rule's initial value, param-shaped or of the
+    shape a whole-tensor transform keeps, such as Adafactor's row factor), and whether
+    its buffers had started before. ``state_step``: the state publishes a ``step`` (all
+    but SGD)."""
     st = state[p]
     if state_step and "step" not in st:
         st["step"] = torch.tensor(0.0, dtype=scalar_dtype())
     for name in chain.host[1:]:
         if name not in st:
             st[name] = torch.tensor(chain.host_init(name), dtype=chain.host_dtype(name) or scalar_dtype())
-    started = all(name in st for name in chain.state)
-    for name in chain.state:
+    bufs = chain.buffers(tuple(p.shape))
+    started = all(name in st for name in bufs)
+    for name, shape in bufs.items():
         if name not in st:
             fill = chain.fill(name, group)
-            st[name] = torch.full_like(p, complex(fill, fill) if p.is_complex() else fill)
-    return st, started and bool(chain.state)
+            fill = complex(fill, fill) if p.is_complex() else fill
+            if shape == tuple(p.shape):  # the param's layout, as torch.optim's zeros_like
+                st[name] = torch.full_like(p, fill)
+            else:
+                st[name] = torch.full(shape, fill, dtype=p.dtype, device=p.device)
+    return st, started and bool(bufs)
 
 
 def advance(
