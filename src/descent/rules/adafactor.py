@@ -86,22 +86,19 @@ class FactoredSecondMoment(Transform):
         update = v.rsqrt_().mul_(u)
         clip = torch.clamp(_rms(update) / h["d"], min=1.0)
         low = h["rho_dtype"]
-        # Û·α as the framework's (u, c): the step applies the factor as it subtracts
         if low is None:
-            return update, alpha / clip
+            return update.mul_(alpha / clip)
         alpha = torch.clamp(_rms(p), min=h["eps2"]).to(low) * h["rho"]
-        return update, (alpha / clip.to(low)).to(update.dtype)
+        return update.mul_((alpha / clip.to(low)).to(update.dtype))
 
 
 class RelativeStep(Descend):
-    """w ← w·(1 − η·λ) − c·u: the step of a rule whose update carries its own size
-    (Adafactor's α_t over the clip, handed over as the update's pending factor c, times
-    the step's pace); η scales only the decoupled weight decay."""
+    """w ← w·(1 − η·λ) − u: the step of a rule whose update carries its own size
+    (Adafactor's α_t); η scales only the decoupled weight decay."""
 
-    #: linear: the pending factor reaches the step in its ``lr`` slot (c here, not η) and
-    #: is applied as the update is subtracted, so the update is not scaled by a pass of
-    #: its own
-    linear = True
+    #: (not linear: a factor pending from an earlier transform is applied to u first, so
+    #: the step is one subtraction, with no multiplication by η)
+    linear = False
 
     def __init__(self, decoupled: bool = False, lr: Hyper = "lr", weight_decay: Hyper = "weight_decay"):
         super().__init__(decoupled=decoupled, lr=lr, weight_decay=weight_decay)
@@ -109,14 +106,11 @@ class RelativeStep(Descend):
     def apply(self, u, g, p, s, h):
         if self.decoupled:
             p.mul_(h["shrink"])
-        if u.dim() > 1:  # whole tensors (batches by shape), stepped eagerly: one pass
-            p.addcmul_(u, h["lr"], value=-1)
-        else:  # 1-D runs, which a kernel may step: elementary operations only
-            p.sub_(u * h["lr"])
+        p.sub_(u if "pace" not in h else h["pace"] * u)
         return u
 
     def scalars(self, group, t, host, pace: float = 1.0):
-        out = {"lr": pace}  # c before the update's own factor (the chain multiplies it in)
+        out = {} if pace == 1.0 else {"pace": pace}
         if self.decoupled:
             lr, wd = read(group, self.lr), read(group, self.weight_decay)
             arith = tensor_arithmetic(group, self.lr)

@@ -46,12 +46,6 @@ class MuonMomentum(Transform):
         return ema(read(group, self.momentum), "mu")
 
     def apply(self, u, g, p, s, h):
-        if u.dim() > 1:
-            # whole tensors (batches by shape), stepped eagerly: torch.optim.Muon's own
-            # interpolations, one pass each (1-D runs, which a kernel may step, keep to
-            # elementary operations)
-            b = s[self.buffer].lerp_(u, h["1-mu"])
-            return u.lerp(b, h["mu"]) if self.nesterov else b
         b = mix_(s[self.buffer], u, h["mu"], h["1-mu"])
         return mix(b, u, h["mu"], h["1-mu"]) if self.nesterov else b
 
