@@ -138,7 +138,7 @@ def train(spec: RunSpec) -> Run:
         if state["steps_to_target"] is None and task.reached(ev["val_metric"]):
             state["steps_to_target"], state["time_to_target"] = at, state["train_time"]
     final = None if state["diverged"] else ev
-    return _result(task, spec, opt, steps, batch, len(train_ds), final, curve, state)  # type: ignore[arg-type]
+    return _result(task, spec, steps, batch, len(train_ds), final, curve, state)  # type: ignore[arg-type]
 
 
 def _advance(task: Task, model, opt, batches, done: int, until: int, state: dict) -> int:
@@ -171,20 +171,13 @@ def _num(x: float) -> float | None:
     return finite(float(f"{float(x):.6g}"))
 
 
-def _result(task, spec, opt, steps, batch, n_train, final, curve, state) -> Run:
+def _result(task, spec, steps, batch, n_train, final, curve, state) -> Run:
+    # the settings it was built with: the ones given, the entry's defaults for the rest
     entry = catalog.get(spec.optimizer)
-    knob = entry.knob
-    if entry.model:  # its groups hold two rules' settings: what it was built with
-        lr = spec.lr if spec.lr is not None else entry.default_lr
-        hyper = dict(spec.hyper)
-        if knob is not None:
-            hyper.setdefault(knob[0], entry.default(knob[0]))
-    else:  # as the optimizer holds them (its defaults filled in)
-        group = opt.param_groups[0]
-        lr = group["lr"]
-        hyper = {k: group[k] for k in spec.hyper}
-        if knob is not None:
-            hyper.setdefault(knob[0], group.get(knob[0]))
+    lr = spec.lr if spec.lr is not None else entry.default_lr
+    hyper = dict(spec.hyper)
+    if entry.knob is not None:
+        hyper.setdefault(entry.knob[0], entry.default(entry.knob[0]))
     return Run(
         id=spec.id,
         task=task.name,
