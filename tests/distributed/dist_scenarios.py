@@ -299,6 +299,104 @@ def dcp_resume_one_process(name: str, path: str) -> list[torch.Tensor]:
     return [p.detach().clone() for p in m.parameters()]
 
 
+# --- FSDP2 with state kept in a format ---------------------------------------------
+#: (optimizer, state_dtype) runs of the compact-state scenarios
+FORMAT_CASES = (("Adam", "8bit"), ("AdamW", "8bit"), ("Adam", "bfloat16"))
+FORMAT_IN, FORMAT_OUT = 64, 3
+
+
+def compact_model(seed: int = 0) -> nn.Module:
+    """float32, two weights of ≥ 4,096 elements a shard (compact state): 128×64, whose
+    shards on 2 ranks are 16 whole 8-bit blocks each, and 70×128, whose shards (35 rows,
+    4,480 elements) end in a partial block; biases and the 3×70 head stay full precision."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(FORMAT_IN, 128), nn.Tanh(), nn.Linear(128, 70), nn.Tanh(), nn.Linear(70, FORMAT_OUT)
+    )
+
+
+def compact_batch(step: int):
+    """The whole batch, on every rank: FSDP2's average of two equal gradients is that
+    gradient bit for bit, so a run on 2 ranks can be compared exactly with one process."""
+    g = torch.Generator().manual_seed(2000 + step)
+    return torch.randn(BATCH, FORMAT_IN, generator=g), torch.randn(BATCH, FORMAT_OUT, generator=g)
+
+
+def compact_optimizer(name: str, params, state_dtype: str):
+    cls, kw = OPTIMIZERS[name]
+    return getattr(descent, cls)(params, **kw, state_dtype=state_dtype)
+
+
+def compact_train(m: nn.Module, opt, start: int, stop: int) -> None:
+    for step in range(start, stop):
+        opt.zero_grad()
+        loss(m, *compact_batch(step)).backward()
+        opt.step()
+
+
+def fsdp_compact(rank: int, world: int, name: str, state_dtype: str) -> dict:
+    m = shard(compact_model(), "layers+root")
+    opt = compact_optimizer(name, m.parameters(), state_dtype)
+    compact_train(m, opt, 0, STEPS)
+    layout = [(tuple(str(pl) for pl in p.placements), tuple(local(p).shape)) for p in m.parameters()]
+    return {
+        "params": [full(p) for p in m.parameters()],
+        "state": describe_state(opt),
+        "param_layout": layout,
+        "state_dict": [
+            {k: (local(v).clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
+            for entry in opt.state_dict()["state"].values()
+        ],
+    }
+
+
+def compact_reference(name: str, state_dtype: str, world: int = 2) -> list[torch.Tensor]:
+    """One process: the same steps with each param cut into the pieces FSDP2 gives each
+    rank (``torch.chunk`` along dim 0), every piece a param of its own, so that descent's
+    flat 8-bit buckets start a block where each shard does."""
+    m = compact_model()
+    pieces = [[c.detach().clone().requires_grad_() for c in p.detach().chunk(world)] for p in m.parameters()]
+    opt = compact_optimizer(name, [c for cs in pieces for c in cs], state_dtype)
+    for step in range(STEPS):
+        m.zero_grad()
+        loss(m, *compact_batch(step)).backward()
+        for p, cs in zip(m.parameters(), pieces):
+            for c, g in zip(cs, p.grad.chunk(world)):
+                c.grad = g.clone()
+        opt.step()
+        with torch.no_grad():
+            for p, cs in zip(m.parameters(), pieces):
+                p.copy_(torch.cat([c.detach() for c in cs]))
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def compact_float_reference(name: str) -> list[torch.Tensor]:
+    """One process, the global batch, torch.optim's float32 state."""
+    m = compact_model()
+    cls, kw = OPTIMIZERS[name]
+    opt = getattr(torch.optim, cls)(m.parameters(), **kw)
+    compact_train(m, opt, 0, STEPS)
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def dcp_compact(rank: int, world: int, name: str, state_dtype: str, path: str) -> dict:
+    """:func:`dcp_save_resume` with state kept in a format."""
+    import torch.distributed.checkpoint as dcp
+
+    m = shard(compact_model(), "layers+root")
+    opt = compact_optimizer(name, m.parameters(), state_dtype)
+    compact_train(m, opt, 0, DCP_SAVE_AT)
+    dcp.save(dcp_state(m, opt), checkpoint_id=path)
+    compact_train(m, opt, DCP_SAVE_AT, STEPS)
+    uninterrupted = [full(p) for p in m.parameters()]
+
+    m2 = shard(compact_model(seed=1), "layers+root")
+    opt2 = compact_optimizer(name, m2.parameters(), state_dtype)
+    dcp_restore(m2, opt2, path)
+    compact_train(m2, opt2, DCP_SAVE_AT, STEPS)
+    return {"params": uninterrupted, "resumed": [full(p) for p in m2.parameters()]}
+
+
 # --- ZeRO -----------------------------------------------------------------------------
 
 
@@ -346,6 +444,9 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
             out.append((f"zero/{name}/view{int(view)}", zero, (name, view)))
     for name in DCP_OPTIMIZERS:
         out.append((f"dcp/{name}", dcp_save_resume, (name, f"{ckpt_dir}/{name}")))
+    for name, fmt in FORMAT_CASES:
+        out.append((f"fsdp-compact/{name}/{fmt}", fsdp_compact, (name, fmt)))
+        out.append((f"dcp-compact/{name}/{fmt}", dcp_compact, (name, fmt, f"{ckpt_dir}/{name}-{fmt}")))
     return out
 
 

@@ -146,11 +146,37 @@ class Bucket:
         end = 0
         for loc in self.locals:
             self.starts.append(end)
-            end = align(end + loc.numel())
+            end = self._align(end + loc.numel())  # 8-bit: each shard starts a block
         self.size = end
+        self.ends = [a + loc.numel() for a, loc in zip(self.starts, self.locals)]
         self.device = self.locals[0].device
-        #: each state buffer's 1-D window per param
+        #: each state buffer's 1-D window per param (8-bit: codes)
         self.windows: dict[str, list[Tensor]] = {}
+        if self.fmt is None:
+            return
+        #: where each local shard starts if the bucket's whole params lay end to end: the
+        #: position stochastic rounding hashes (the same on every world size)
+        self.offsets = []
+        before = 0
+        for p in self.params:
+            self.offsets.append(before + _global_offset(p))
+            before += p.numel()
+        if self.unit > 1:
+            #: 8-bit: each param's block scales take the most blocks any rank's shard has
+            #: (:func:`most_blocks`), so every rank's scales are one row of a DTensor
+            self.most = [most_blocks(p) for p in self.params]
+            self.sstarts = [0]
+            for m in self.most:
+                self.sstarts.append(self.sstarts[-1] + m)
+            for i, loc in enumerate(self.locals):
+                if not dense(loc):
+                    raise ValueError(
+                        f"state_dtype='8bit' needs each shard of a sharded param laid out densely; "
+                        f"this rank's shard of the param of shape {tuple(self.params[i].shape)} has "
+                        f"strides {loc.stride()}"
+                    )
+        #: the scales' windows per param (8-bit), as the kernel takes them
+        self.swindows: dict[str, list[Tensor]] = {}
 
     def _align(self, n: int) -> int:
         n = align(n)
@@ -182,13 +208,44 @@ class Bucket:
         return self._window(name, i)
 
     def scale_view(self, name: str, i: int) -> Tensor:
-        """Param ``i``'s 8-bit block scales for state ``name`` (1-D, one per block)."""
+        """Param ``i``'s 8-bit block scales for state ``name`` (1-D, one per block; a
+        sharded param's as a DTensor with one row per shard, see :meth:`_sharded_scales`)."""
         key = (name + formats.SCALE_SUFFIX, i)
         v = self._views.get(key)
         if v is None:
-            lo, hi = self.starts[i] // BLOCK, -(-self.ends[i] // BLOCK)
-            v = self._views[key] = window(self.scales[name], lo, hi)
+            if self.sharded:
+                v = self._views[key] = self._sharded_scales(name, i)
+            else:
+                lo, hi = self.starts[i] // BLOCK, -(-self.ends[i] // BLOCK)
+                v = self._views[key] = window(self.scales[name], lo, hi)
         return v
+
+    def local_scales(self, name: str, i: int) -> Tensor:
+        """This rank's block scales of param ``i`` (sharded buckets: its whole row,
+        padding included)."""
+        if not self.sharded:
+            return self.scale_view(name, i)
+        return window(self.scales[name], self.sstarts[i], self.sstarts[i + 1])
+
+    def _sharded_scales(self, name: str, i: int) -> Tensor:
+        """A sharded param's block scales as a DTensor with one row per shard: of shape
+        ``(n₁, …, most)`` for the ``n₁ …`` shards along each mesh dimension that shards the
+        param, sharded over those (replicated over the others); row ``c`` holds shard
+        ``c``'s blocks' scales, then padding up to :func:`most_blocks`. An evenly sharded
+        DTensor: ``torch.distributed.checkpoint`` saves and loads every rank's row."""
+        from torch.distributed.tensor import Replicate, Shard
+
+        p = self.params[i]
+        mesh = p.device_mesh
+        row = self.local_scales(name, i)
+        dims = [d for d, pl in enumerate(p.placements) if pl.is_shard()]
+        placements = tuple(
+            Shard(dims.index(d)) if d in dims else Replicate() for d in range(len(p.placements))
+        )
+        shape = (*(mesh.size(d) for d in dims), row.numel())
+        local = row.view(*([1] * len(dims)), row.numel())
+        stride = torch.empty(shape, device="meta").stride()
+        return dtensor_type().from_local(local, mesh, placements, run_check=False, shape=shape, stride=stride)
 
     def bufs(self, names: Sequence[str], lo: int, hi: int) -> list[Tensor]:
         """The kernel's state buffers over elements ``lo:hi`` (8-bit: codes, then scales)."""
@@ -206,12 +263,15 @@ class Bucket:
             return
         code, scale = formats.encode(torch.full((1,), float(value)))
         self.swindow(name, i).fill_(int(code[0]))
-        self.scale_view(name, i).fill_(float(scale[0]))
+        self.local_scales(name, i).fill_(float(scale[0]))
 
     def load_state(self, name: str, i: int, values: Tensor) -> None:
         """Param ``i``'s state ``name`` from ``values`` (the param's shape, any float
-        dtype): rounded to the buffer's dtype, or encoded in 8-bit blocks."""
+        dtype; a sharded param's as a DTensor sharded like it): rounded to the buffer's
+        dtype, or encoded in 8-bit blocks."""
         view = self.state_view(name, i)
+        if self.sharded:
+            view, values = view.to_local(), _local_like(values, self.params[i], name)
         if self.unit == 1:
             view.copy_(values)
             return
@@ -220,7 +280,17 @@ class Bucket:
         tmp.copy_(values)
         codes, scales = formats.encode(window(tmp, 0, tmp.numel()))
         self.swindow(name, i).copy_(codes)
-        self.scale_view(name, i).copy_(scales)
+        self.local_scales(name, i)[: scales.numel()].copy_(scales)
+
+    def load_scales(self, name: str, i: int, scales: Tensor) -> None:
+        """Param ``i``'s 8-bit block scales for state ``name`` from a checkpoint's (a
+        sharded param's as the DTensor :meth:`scale_view` makes)."""
+        want = self.scale_view(name, i)
+        if self.sharded:
+            got = _local_like(scales, want, name + formats.SCALE_SUFFIX)
+            self.local_scales(name, i).copy_(got.reshape(-1))
+        else:
+            want.copy_(scales.reshape(-1))
 
     def _window(self, name: str, i: int) -> Tensor:
         key = ("/" + name, i)
@@ -259,6 +329,64 @@ class Bucket:
             else:  # laid out differently: the rule over the DTensors themselves
                 out.append((p.data, g, [self.state_view(k, i) for k in names]))
         return out
+
+    def stored_shards(self, a: int, b: int, names: Sequence[str]):
+        """Sharded buckets with state in a format: ``(p, g, bufs, position, back)`` for
+        each kernel call over params ``a..b-1`` — 1-D runs over this rank's shards (8-bit:
+        codes then scales; whole blocks), ``position`` the run's first element in the
+        param's row-major order. A shard's last partial 8-bit block runs on a copy padded
+        with zeros (the shard is the owner's memory, nothing lies after it); ``back``:
+        ``(shard's tail, copy)`` to write back after the call."""
+        unit = self.unit
+        for i in range(a, b):
+            p = self.params[i]
+            loc = p._local_tensor
+            seen = self._seen[i]
+            if seen is None or seen[0] is not loc:
+                self.locals[i] = loc
+                seen = self._seen[i] = (loc, window(loc, 0, loc.numel()) if dense(loc) else None)
+            n = loc.numel()
+            if not n:
+                continue
+            pw = seen[1]
+            if pw is None or n != self.ends[i] - self.starts[i]:
+                raise RuntimeError(
+                    f"descent: this rank's shard of the param of shape {tuple(p.shape)} changed its "
+                    f"layout ({tuple(loc.shape)}, strides {loc.stride()}) since the optimizer took it; "
+                    "state kept in a format needs the shard laid out as it was"
+                )
+            gl = _local_like(p.grad, p, "grad")
+            if gl.stride() != loc.stride() or gl.dtype != loc.dtype:
+                gl = torch.empty_strided(loc.shape, loc.stride(), dtype=loc.dtype, device=loc.device).copy_(
+                    gl
+                )
+            gw = window(gl, 0, n)
+            lo, pos = self.starts[i], self.offsets[i]
+            if unit == 1:
+                yield pw, gw, [self.windows[k][i] for k in names], pos, None
+                continue
+            body = n - n % unit
+            if body:
+                bufs = []
+                for k in names:
+                    bufs += [
+                        window(self.state[k], lo, lo + body),
+                        window(self.swindows[k][i], 0, body // unit),
+                    ]
+                yield window(pw, 0, body), window(gw, 0, body), bufs, pos, None
+            if body < n:
+                tp = torch.zeros(unit, dtype=loc.dtype, device=loc.device)
+                tg = torch.zeros(unit, dtype=loc.dtype, device=loc.device)
+                tp[: n - body].copy_(window(pw, body, n))
+                tg[: n - body].copy_(window(gw, body, n))
+                bufs = []
+                nb = body // unit
+                for k in names:
+                    bufs += [
+                        window(self.state[k], lo + body, lo + body + unit),
+                        window(self.swindows[k][i], nb, nb + 1),
+                    ]
+                yield tp, tg, bufs, pos + body, (window(pw, body, n), window(tp, 0, n - body))
 
     def intact(self) -> bool:
         """Every param still lives in this bucket's buffer (nobody reassigned ``.data``)."""
@@ -341,9 +469,8 @@ class Bucket:
             k = 2 + len(self.state)
             if self.unit > 1:  # 8-bit: codes of the fill value, and its scale in every block
                 code, scale = formats.encode(torch.full((1,), float(fill)))
-                self.scales[name] = staggered(
-                    self.size // BLOCK, k, float(scale[0]), torch.float32, self.device
-                )
+                n = self.sstarts[-1] if self.sharded else self.size // BLOCK
+                self.scales[name] = staggered(n, k, float(scale[0]), torch.float32, self.device)
                 fill = int(code[0])
             buf = staggered(self.size, k, fill, dtype=dtype, device=self.device)
         elif self.flat or self.sharded:
@@ -362,6 +489,11 @@ class Bucket:
         self._views = {k: v for k, v in self._views.items() if k[0] not in dropped}
         if self.sharded:
             self.windows[name] = [window(buf, a, a + loc.numel()) for a, loc in zip(self.starts, self.locals)]
+            if self.unit > 1:
+                self.swindows[name] = [
+                    window(self.scales[name], lo, lo + -(-loc.numel() // BLOCK))
+                    for lo, loc in zip(self.sstarts, self.locals)
+                ]
 
     def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
         buf = torch.full((len(self.params),), value, dtype=dtype or scalar_dtype())
@@ -444,3 +576,50 @@ class Bucket:
     def single(self, names: Sequence[str], g: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """A bucket of one param that keeps its storage: its tensors, 1-D where alike."""
         return flat1d(self.params[0].data, g, [self.state[k] for k in names])
+
+
+def _global_offset(p: Tensor) -> int:
+    """Where this rank's shard of DTensor ``p`` starts in ``p``'s row-major order."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    stride = torch.empty(p.shape, device="meta").stride()
+    return sum(o * st for o, st in zip(offset, stride))
+
+
+def most_blocks(p: Tensor) -> int:
+    """The most 8-bit blocks any rank's shard of DTensor ``p`` holds: DTensor shards a
+    dimension as ``torch.chunk`` does, so the first shard along it is the largest."""
+    shape = list(p.shape)
+    for d, pl in enumerate(p.placements):
+        if pl.is_shard():
+            dim = pl.dim
+            shape[dim] = -(-shape[dim] // p.device_mesh.size(d))
+    n = 1
+    for s in shape:
+        n *= s
+    return max(1, -(-n // BLOCK))
+
+
+def _local_like(t: Tensor | None, like: Tensor, what: str) -> Tensor:
+    """This rank's part of ``t`` where ``like`` (a DTensor) has its shard: ``t`` as a
+    DTensor placed like ``like`` (redistributed if it is placed otherwise), or a plain
+    tensor of the shard's shape."""
+    dt = dtensor_type()
+    if t is None:
+        raise RuntimeError(f"descent: no {what} for a sharded param of shape {tuple(like.shape)}")
+    if type(t) is dt:
+        if t.shape != like.shape:
+            raise ValueError(
+                f"{what} has shape {tuple(t.shape)}, but the sharded state has shape {tuple(like.shape)}"
+            )
+        if t.placements != like.placements or t.device_mesh != like.device_mesh:
+            t = t.redistribute(like.device_mesh, like.placements)
+        return t.to_local()
+    local = like.to_local()
+    if tuple(t.shape) != tuple(local.shape):
+        raise ValueError(
+            f"{what} is a plain tensor of shape {tuple(t.shape)}; for a sharded param give a "
+            f"DTensor placed like it, or this rank's part (shape {tuple(local.shape)})"
+        )
+    return t

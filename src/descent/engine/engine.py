@@ -207,8 +207,6 @@ class Engine:
         self.keeper = StateKeeper(state_step)
         #: times another descent optimizer took params out of this one's buffers
         self.retaken = 0
-        #: buckets made so far (each takes the next stochastic-rounding seed)
-        self.made = 0
         #: the last step, when the next may repeat it
         self.last: _Last | None = None
 
@@ -531,16 +529,15 @@ class Engine:
         assert fmt is not None
         seed = formats.step_key(b.seed, int(t), 0)
         scal = kern = None
-        origin = b.P.storage_offset()
         least = max(KERNEL_MIN, b.unit)
-        for p, g, bufs in self._pieces(task, run, chain.state):
+        for p, g, bufs, pos, back in self._stored_pieces(task, run, chain.state):
             n = p.numel()
             if n == 0:
                 continue
             if scal is None:
                 scal = b.numbers.fill(numbers, p)
                 kern = self._kernel(b, chain, statics, names, guard, p)
-            key = (seed, p.storage_offset() - origin)
+            key = (seed, pos)
             wait = True if self.compile is True else None
             if kern is not None and n >= least and kern.ready(wait):
                 # 8-bit kernels keep a block's new values in temporaries between their
@@ -552,14 +549,27 @@ class Engine:
                     part = [p[a:e], g[a:e], *_blocks_of(bufs, b.unit, a, e)] if step < n else [p, g, *bufs]
                     if b.unit > 1:  # an 8-bit kernel takes p and g as rows of a block
                         part[0], part[1] = part[0].view(-1, b.unit), part[1].view(-1, b.unit)
-                    k = torch.tensor((key[0], key[1] + a), dtype=torch.int32, device=p.device)
+                    k = torch.tensor((key[0], formats._i32(key[1] + a)), dtype=torch.int32, device=p.device)
                     if not _call(kern.fn, [*part[:2], scal, *part[2:], k], e - a, b.cpu):
                         return False
-                continue
-            if guard and not finite(g):
-                return False
-            run_stored(chain, fmt, statics, names, scal, p, g, bufs, key)
+            else:
+                if guard and not finite(g):
+                    return False
+                run_stored(chain, fmt, statics, names, scal, p, g, bufs, key)
+            if back is not None:  # a shard's last partial block, stepped on a padded copy
+                back[0].copy_(back[1])
         return True
+
+    def _stored_pieces(self, task: Task, run: Run, names: Sequence[str]):
+        """:meth:`_pieces` of a bucket whose state is kept in a format, each with its first
+        element's position (what stochastic rounding hashes) and what to write back."""
+        b = task.b
+        if b.sharded:
+            yield from b.stored_shards(run.a, run.c, names)
+            return
+        origin = b.P.storage_offset()
+        for p, g, bufs in self._pieces(task, run, names):
+            yield p, g, bufs, p.storage_offset() - origin, None
 
     # -- buckets -------------------------------------------------------------------------
     def _entry(self, gi: int, group: dict, chain: Chain, state: dict) -> _Group:
@@ -577,7 +587,7 @@ class Engine:
             if entry is not None and any(b.taken() for b in entry.buckets):
                 self._taken()
             unique = list({id(p): p for p in params}.values())
-            buckets = self._buckets(unique)
+            buckets = self._buckets(unique, gi)
             entry = _Group(group, params, list(params), version(params), buckets, _repeats(params, buckets))
             self.groups[gi] = entry
         for b in entry.buckets:
@@ -586,14 +596,16 @@ class Engine:
                 self.keeper.adopt(state, b, chain, group, fresh=fresh)
         return entry
 
-    def _buckets(self, params: list) -> list[Bucket]:
+    def _buckets(self, params: list, gi: int) -> list[Bucket]:
+        # A bucket's stochastic-rounding seed is where it lies (group, place in the plan),
+        # not when it was made: an optimizer that rebuilds its buckets (a checkpoint
+        # loaded, a param added) draws the same bits as one that never did.
         out = []
-        for ps, flat, tiled, sh in plan(params, self.flat, self.state_dtype):
+        for k, (ps, flat, tiled, sh) in enumerate(plan(params, self.flat, self.state_dtype)):
             fmt = None
-            if flat and not sh:
+            if (flat or sh) and ps:
                 fmt = self._format(min(p.numel() for p in ps), ps[0].dtype)
-            self.made += 1
-            out.append(Bucket(ps, flat, tiled, sh, fmt=fmt, seed=self.made))
+            out.append(Bucket(ps, flat, tiled, sh, fmt=fmt, seed=1 + (gi << 12) + k))
         return out
 
     def _taken(self) -> None:

@@ -174,7 +174,8 @@ def plan(params: Sequence[Tensor], flat: bool, compact: str | None = None) -> li
             tiled = None if big and compact == "8bit" else tile(p)
             buckets.setdefault((p.device, p.dtype, tiled, big), []).append(p)
         elif (key := _shard_key(p)) is not None:  # never moved, so flat=False or not
-            shards.setdefault(key, []).append(p)
+            # (the whole param's size decides, so every rank makes the same buckets)
+            shards.setdefault((*key, compact is not None and p.numel() >= MIN_NUMEL), []).append(p)
         else:
             singles.append(([p], False, False, False))
     out: list[Plan] = []

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..rules.base import Chain
 from . import formats
-from .bucket import Bucket
+from .bucket import Bucket, _local_like
 from .formats import SCALE_SUFFIX
 from .layout import alone, dense
 from .tracked import TrackedEntry, TrackedState, version
@@ -136,8 +136,7 @@ class StateKeeper:
             old = st.get(name)
             view = b.state_view(name, i)
             if b.unit == 1 and _codes(st, name):  # an 8-bit checkpoint into full-precision state
-                old = formats.decode(old.reshape(-1), dict.pop(st, name + SCALE_SUFFIX).reshape(-1).float())
-                old = old.reshape(view.shape)
+                old = _decoded(b, i, old, dict.pop(st, name + SCALE_SUFFIX), view)
             if old is view and (b.unit == 1 or st.get(name + SCALE_SUFFIX) is b.scale_view(name, i)):
                 continue
             if isinstance(old, Tensor):
@@ -228,8 +227,11 @@ def _load_compact(b: Bucket, name: str, i: int, old: Tensor, st: Mapping) -> Non
                 f"optimizer.state[{_where(b, i)}][{name!r}] holds 8-bit codes, but "
                 f"{name + SCALE_SUFFIX!r} does not hold their {want.numel()} block scales"
             )
-        view.copy_(old)
-        want.copy_(scales.reshape(-1))
+        if b.sharded:
+            view.to_local().copy_(_local_like(old, b.params[i], name))
+        else:
+            view.copy_(old)
+        b.load_scales(name, i, scales)
         return
     if not old.is_floating_point():
         raise StateEditError(
@@ -237,6 +239,26 @@ def _load_compact(b: Bucket, name: str, i: int, old: Tensor, st: Mapping) -> Non
             f"keeps it as {b.fmt.describe() if b.fmt else view.dtype} state and takes float values"
         )
     b.load_state(name, i, old)
+
+
+def _decoded(b: Bucket, i: int, codes: Tensor, scales: Tensor, view: Tensor) -> Tensor:
+    """8-bit ``codes`` with their block ``scales`` (a checkpoint's) as float values shaped
+    like ``view`` (a sharded param's: a DTensor placed like it, decoded shard by shard)."""
+    if not b.sharded:
+        return formats.decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(view.shape)
+    p = b.params[i]
+    local = _local_like(codes, p, "codes")
+    rows = scales.to_local() if hasattr(scales, "to_local") else scales
+    flat = local.reshape(-1)
+    values = formats.decode(flat, rows.reshape(-1)[: formats.blocks(flat.numel())].float())
+    return type(view).from_local(
+        values.reshape(local.shape),
+        p.device_mesh,
+        p.placements,
+        run_check=False,
+        shape=p.shape,
+        stride=p.stride(),
+    )
 
 
 def _own(t: Tensor) -> bool:

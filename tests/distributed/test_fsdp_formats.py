@@ -1,0 +1,85 @@
+"""FSDP2 with state kept in a format (``state_dtype="8bit"`` / ``"bfloat16"``) on 2 gloo
+ranks: the shards' state is compact and sharded like the params, the steps are those of
+one process stepping the same shards as params of their own, and DCP checkpoints resume
+exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dist_harness import result, worst_error
+from dist_scenarios import FORMAT_CASES, compact_float_reference, compact_reference
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # the ranks run one thread each; the same matmuls on one thread give the same bits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("name", "fmt"), [c for c in FORMAT_CASES if c[1] == "8bit"])
+def test_8bit_shards_step_as_params_of_their_own(ranks, one_thread, name, fmt):
+    """Each rank's shard starts an 8-bit block, so FSDP2's step equals one process's
+    whose params are the shards (``torch.chunk``), the partial last block included."""
+    want = compact_reference(name, fmt)
+    for rank in range(len(ranks)):
+        got = result(ranks, f"fsdp-compact/{name}/{fmt}", rank)["params"]
+        assert worst_error(got, want) == 0.0, f"rank {rank}"
+
+
+@pytest.mark.parametrize(("name", "fmt"), FORMAT_CASES)
+def test_compact_state_stays_close_to_float32_state(ranks, one_thread, name, fmt):
+    """The yardstick of every format: torch.optim's float32 state on the global batch
+    (10 steps; 8-bit's error is that of its codes, not of the sharding)."""
+    want = compact_float_reference(name)
+    bound = 5e-2 if fmt == "8bit" else 1e-2
+    for rank in range(len(ranks)):
+        got = result(ranks, f"fsdp-compact/{name}/{fmt}", rank)["params"]
+        err = worst_error(got, want)
+        assert 0 < err <= bound, f"rank {rank}: {err:.2e}"
+
+
+@pytest.mark.parametrize(("name", "fmt"), FORMAT_CASES)
+def test_compact_state_is_sharded_like_its_param(ranks, name, fmt):
+    """Codes (or bfloat16 values) are DTensors placed like the param with its local
+    shape; 8-bit block scales are a DTensor with one row per shard (2 × the most blocks
+    a shard has), sharded along the mesh; params under 4,096 elements keep float32."""
+    dtype = torch.uint8 if fmt == "8bit" else torch.bfloat16
+    for rank in range(len(ranks)):
+        res = result(ranks, f"fsdp-compact/{name}/{fmt}", rank)
+        big = [0, 2]  # the two weights
+        for k, (entry, (placements, local_shape)) in enumerate(zip(res["state"], res["param_layout"])):
+            for key in ("exp_avg", "exp_avg_sq"):
+                kind, pl, loc, _, dt = entry[key]
+                assert (kind, pl, loc) == ("DTensor", placements, local_shape)
+                assert dt == (dtype if k in big else torch.float32), (k, key, dt)
+                if fmt == "8bit" and k in big:
+                    n = local_shape[0] * local_shape[1]
+                    most = -(-n // 256)
+                    assert entry[key + ".absmax"] == (
+                        "DTensor",
+                        ("S(0)",),
+                        (1, most),
+                        (2, most),
+                        torch.float32,
+                    )
+                else:
+                    assert key + ".absmax" not in entry
+        # state_dict() holds the compact codes: one byte an element
+        sd = res["state_dict"]
+        if fmt == "8bit":
+            assert sd[0]["exp_avg"].dtype == torch.uint8 and sd[0]["exp_avg"].numel() == 64 * 64
+
+
+@pytest.mark.parametrize(("name", "fmt"), FORMAT_CASES)
+def test_dcp_resumes_compact_state_exactly(ranks, name, fmt):
+    """Saved at step 5 with dcp.save, loaded into a new model and optimizer (other initial
+    weights) on the same 2 ranks: the run ends bit for bit where the uninterrupted one
+    does (8-bit codes and block scales, and the stochastic rounding's stream, restored)."""
+    for rank in range(len(ranks)):
+        res = result(ranks, f"dcp-compact/{name}/{fmt}", rank)
+        for resumed, uninterrupted in zip(res["resumed"], res["params"]):
+            assert torch.equal(resumed, uninterrupted)
