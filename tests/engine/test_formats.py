@@ -368,3 +368,31 @@ def test_kernel_generation_changes_are_undone_after_a_build():
         assert cpp.TilingSelect.select_tiling is not before[0]
         assert vars(cpp.CppVecOverrides)["to_dtype_bitcast"] is not before[1]
     assert (cpp.TilingSelect.select_tiling, vars(cpp.CppVecOverrides)["to_dtype_bitcast"]) == before
+
+
+def test_stochastic_rounding_bits_are_uniform_per_element_and_independent_across_steps():
+    """What the rounding relies on: for each element, over steps (each step's key from
+    the host mix), a value an eighth of an ulp above 1 rounds up 1/8 of the time, one
+    step's decision says nothing of the next's, and the two 16-bit halves of one value
+    (which round two buffers) are independent."""
+    n, steps = 1024, 512
+    pos = torch.arange(n, dtype=torch.int32)
+    x = torch.full((n,), 1 + 2**-10)
+    up_low, up_high = [], []
+    for t in range(1, steps + 1):
+        key = formats.subkey(torch.tensor(formats.step_key(3, t, 0), dtype=torch.int32), 1)
+        bits = formats.hash32(pos, key)
+        up_low.append(formats.round_bf16(x, bits).float() > 1)
+        up_high.append(formats.round_bf16(x, bits >> 16).float() > 1)
+    low, high = torch.stack(up_low).float(), torch.stack(up_high).float()  # (steps, n)
+    for up in (low, high):
+        per_element = up.mean(0)
+        assert (per_element - 1 / 8).abs().max() < 0.09  # 6 binomial sds over 512 steps
+        assert abs(up.mean().item() - 1 / 8) < 0.005
+        again = (up[:-1] * up[1:]).mean().item()
+        assert abs(again - (1 / 8) ** 2) < 0.002  # one step and the next: independent
+        # neighbours in one step are stratified (the multiply spaces them like a dither):
+        # never rounded up together more often than independent draws would be, so a
+        # sum's rounding errors do not pile up
+        assert (up[:, :-1] * up[:, 1:]).mean().item() <= (1 / 8) ** 2 + 0.002
+    assert abs((low * high).mean().item() - (1 / 8) ** 2) < 0.002  # halves: independent
