@@ -20,6 +20,7 @@ spread are reported with the speedup over ``torch-fused``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -110,15 +111,21 @@ def measure(impl: str, size: str, rounds: int, steps: int) -> dict:
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
     opt = _make(impl, params)
-    if impl.startswith("descent-"):  # grads into descent's flat buffer, as its loop keeps them
-        opt.zero_grad(set_to_none=False)
-        for p in params:
-            p.grad.copy_(torch.randn(p.shape, generator=gen) * 1e-3)
     start = time.perf_counter()
     opt.step()
     first = time.perf_counter() - start
     for _ in range(2):
         opt.step()
+    if impl.startswith("descent-"):
+        # grads into descent's flat buffer, as its loop keeps them (after the first step:
+        # before it, the optimizer has no buffers to hold them in)
+        opt.zero_grad(set_to_none=False)
+        again = torch.Generator().manual_seed(0)  # the same values again, one at a time
+        for s in shapes:
+            torch.randn(s, generator=again)
+        for p in params:
+            p.grad.copy_(torch.randn(p.shape, generator=again) * 1e-3)
+    _steady()
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -126,6 +133,21 @@ def measure(impl: str, size: str, rounds: int, steps: int) -> dict:
             opt.step()
         times.append((time.perf_counter() - start) * 1e3 / steps)
     return {"bytes": _state_bytes(opt), "times": times, "first": first, "peak_mb": peak_rss_mb()}
+
+
+def _steady() -> None:
+    """Start the peak-memory count at the steady state: the setup's transients (params
+    copied into flat buffers, the first gradients replaced by the flat buffer's) are not
+    the step's, and memory freed by then goes back to the system first (where the C
+    library can say so), so each contender's peak is what its steps hold."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
 
 
 def _child(impl: str, size: str, rounds: int, steps: int, timeout: float) -> dict:
