@@ -139,8 +139,9 @@ def test_digits_mlp_with_compact_state_ends_near_float32(fmt):
     assert abs(loss - base) <= 0.1 * base, (loss, base)
     w = opt.param_groups[0]["params"][0]  # 128×64: compact
     b = opt.param_groups[0]["params"][1]  # 128 elements: full precision
+    key = "exp_avg.codes" if fmt == "8bit" else "exp_avg"
     want = torch.uint8 if fmt == "8bit" else torch.bfloat16
-    assert opt.state[w]["exp_avg"].dtype == want and opt.state[b]["exp_avg"].dtype == torch.float32
+    assert opt.state[w][key].dtype == want and opt.state[b]["exp_avg"].dtype == torch.float32
 
 
 def test_state_dict_is_compact_and_round_trips():
@@ -149,7 +150,8 @@ def test_state_dict_is_compact_and_round_trips():
     entry = sd["state"][0]
     nbytes = sum(v.numel() * v.element_size() for k, v in entry.items() if k != "step")
     assert nbytes / (64 * 128) <= 2.1  # float32 state: 8 bytes a param
-    assert set(entry) == {"step", "exp_avg", "exp_avg.absmax", "exp_avg_sq", "exp_avg_sq.absmax"}
+    # the codes under keys of their own: nothing that expects "exp_avg" takes them for numbers
+    assert set(entry) == {"step", "exp_avg.codes", "exp_avg.absmax", "exp_avg_sq.codes", "exp_avg_sq.absmax"}
     # an 8-bit checkpoint loads into another 8-bit optimizer and both continue alike
     w2 = torch.nn.Parameter(opt.param_groups[0]["params"][0].detach().clone())
     twin = descent.Adam([w2], lr=1e-2, state_dtype="8bit", compile=False)
@@ -210,11 +212,46 @@ def test_user_edits_of_compact_state():
     opt.step()
     # m = 0.9·0 + 0 = 0: the param does not move
     assert torch.equal(w, before)
-    assert opt.state[w]["exp_avg"].dtype == torch.uint8
+    assert set(opt.state[w]) == {
+        "step",
+        "exp_avg.codes",
+        "exp_avg.absmax",
+        "exp_avg_sq.codes",
+        "exp_avg_sq.absmax",
+    }
+    assert opt.state[w]["exp_avg.codes"].dtype == torch.uint8
+    assert torch.all(
+        formats.decode(opt.state[w]["exp_avg_sq.codes"].reshape(-1), opt.state[w]["exp_avg_sq.absmax"]) > 0
+    )
     with pytest.raises(descent.engine.StateEditError, match="block scales"):
         del opt.state[w]["exp_avg.absmax"]
-        opt.state[w]["exp_avg"] = torch.zeros(64, 128, dtype=torch.uint8)
+        opt.state[w]["exp_avg.codes"] = torch.zeros(64, 128, dtype=torch.uint8)
         opt.step()
+
+
+def test_8bit_state_is_never_read_as_numbers():
+    """An 8-bit checkpoint handed to torch.optim as it is fails loudly (its codes are not
+    under "exp_avg"); one saved by an earlier descent (codes under "exp_avg") still loads."""
+    _, src = _train(descent.Adam, "8bit", steps=5)
+    w = src.param_groups[0]["params"][0]
+    wt = torch.nn.Parameter(w.detach().clone())
+    torch_opt = torch.optim.Adam([wt], lr=1e-2)
+    torch_opt.load_state_dict(copy.deepcopy(src.state_dict()))
+    wt.grad = torch.ones_like(wt)
+    with pytest.raises(KeyError, match="exp_avg"):
+        torch_opt.step()
+    old = copy.deepcopy(src.state_dict())
+    for entry in old["state"].values():
+        for name in ("exp_avg", "exp_avg_sq"):
+            entry[name] = entry.pop(name + ".codes")
+    w2 = torch.nn.Parameter(w.detach().clone())
+    twin = descent.Adam([w2], lr=1e-2, state_dtype="8bit", compile=False)
+    twin.load_state_dict(old)
+    for p, o in ((w, src), (w2, twin)):
+        p.grad = torch.ones_like(p)
+        o.step()
+    assert torch.equal(w, w2)
+    assert "exp_avg" not in twin.state[w2] and twin.state[w2]["exp_avg.codes"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize(
@@ -396,3 +433,25 @@ def test_stochastic_rounding_bits_are_uniform_per_element_and_independent_across
         # sum's rounding errors do not pile up
         assert (up[:, :-1] * up[:, 1:]).mean().item() <= (1 / 8) ** 2 + 0.002
     assert abs((low * high).mean().item() - (1 / 8) ** 2) < 0.002  # halves: independent
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_an_8bit_dcp_checkpoint_is_refused_by_float32_state(tmp_path):
+    """dcp.load into a float32 optimizer's state (descent's or torch.optim's) reports the
+    codes' key missing, instead of reading the codes as numbers."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    torch.manual_seed(0)
+    m = torch.nn.Linear(128, 64)
+    opt = descent.Adam(m.parameters(), lr=1e-2, state_dtype="8bit", compile=False)
+    m(torch.randn(4, 128)).sum().backward()
+    opt.step()
+    dcp.save({"optim": get_optimizer_state_dict(m, opt)}, checkpoint_id=str(tmp_path))
+    for cls in (descent.Adam, torch.optim.Adam):
+        m2 = torch.nn.Linear(128, 64)
+        other = cls(m2.parameters(), lr=1e-2)
+        state = {"optim": get_optimizer_state_dict(m2, other)}
+        with pytest.raises(BaseException) as err:
+            dcp.load(state, checkpoint_id=str(tmp_path))
+        assert "Missing key" in repr(getattr(err.value, "failures", err.value)), cls

@@ -427,29 +427,38 @@ def stored(
 
 
 # -- checkpoints ------------------------------------------------------------------------
+#: The state key of an 8-bit buffer's codes: ``"exp_avg"`` → ``"exp_avg.codes"`` (a key of
+#: their own, so that nothing that expects ``"exp_avg"`` — torch.optim, DCP loading into a
+#: float32 optimizer's state — can take codes for numbers: it finds the key missing).
+CODES_SUFFIX = ".codes"
+
 #: The state key of an 8-bit buffer's block scales: ``"exp_avg"`` → ``"exp_avg.absmax"``.
 SCALE_SUFFIX = ".absmax"
 
 
 def dequantize_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an optimizer ``state_dict`` whose 8-bit state (uint8 codes with their
-    ``<name>.absmax`` scales) is decoded to float32 and whose bfloat16 state is float32:
-    what ``torch.optim``'s ``load_state_dict`` (or a descent optimizer with another
-    ``state_dtype``) can take. Other entries are kept as they are."""
+    """A copy of an optimizer ``state_dict`` whose 8-bit state (uint8 codes under
+    ``<name>.codes`` with their ``<name>.absmax`` scales) is decoded to float32 under
+    ``<name>`` and whose bfloat16 state is float32: what ``torch.optim``'s
+    ``load_state_dict`` (or a descent optimizer with another ``state_dtype``) can take.
+    Other entries are kept as they are."""
     out = dict(state_dict)
     state = {}
     for k, entry in state_dict["state"].items():
         new = {}
         for name, v in entry.items():
-            if name.endswith(SCALE_SUFFIX) and name[: -len(SCALE_SUFFIX)] in entry:
+            base = name[: -len(CODES_SUFFIX)] if name.endswith(CODES_SUFFIX) else name
+            if name.endswith(SCALE_SUFFIX) and (
+                name[: -len(SCALE_SUFFIX)] + CODES_SUFFIX in entry or name[: -len(SCALE_SUFFIX)] in entry
+            ):
                 continue
-            scales = entry.get(name + SCALE_SUFFIX)
+            scales = entry.get(base + SCALE_SUFFIX)
             if isinstance(v, Tensor) and v.dtype == torch.uint8 and isinstance(scales, Tensor):
                 flat = decode(v.detach().reshape(-1).cpu(), scales.detach().reshape(-1).float().cpu())
                 v = flat.reshape(v.shape).to(v.device)
             elif isinstance(v, Tensor) and v.dtype == torch.bfloat16 and name != "step":
                 v = v.float()
-            new[name] = v
+            new[base] = v
         state[k] = new
     out["state"] = state
     return out

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..rules.base import Chain
 from . import formats
 from .bucket import Bucket, _local_like
-from .formats import SCALE_SUFFIX
+from .formats import CODES_SUFFIX, SCALE_SUFFIX
 from .layout import alone, dense
 from .tracked import TrackedEntry, TrackedState, version
 
@@ -72,7 +72,12 @@ class StateKeeper:
                         changed = bool(st)
                     else:
                         entry, values = pub
-                        changed = st is not entry or any(st.get(k) is not v for k, v in values.items())
+                        changed = (
+                            st is not entry
+                            or any(st.get(k) is not v for k, v in values.items())
+                            # a float value given for 8-bit state
+                            or (b.unit > 1 and any(k in st for k in chain.state))
+                        )
                     if changed:
                         self.adopt_one(state, b, chain, group, i, edit=True)
                         pub = b.published[i]
@@ -125,7 +130,7 @@ class StateKeeper:
             return
         chosen: dict[str, Any] = {}
         step = st.get("step")
-        started = any(isinstance(st.get(k), Tensor) for k in chain.state)
+        started = any(isinstance(st.get(k), Tensor) or _codes(st, k)[0] is not None for k in chain.state)
         for k in chain.host:
             value = step if k == "step" else st.get(k)
             if value is None:
@@ -133,15 +138,26 @@ class StateKeeper:
             else:
                 chosen[k] = self._host(b, k, i, value, edit)
         for name in chain.state:
-            old = st.get(name)
+            codes, scales = _codes(st, name)
             view = b.state_view(name, i)
-            if b.unit == 1 and _codes(st, name):  # an 8-bit checkpoint into full-precision state
-                old = _decoded(b, i, old, dict.pop(st, name + SCALE_SUFFIX), view)
-            if old is view and (b.unit == 1 or st.get(name + SCALE_SUFFIX) is b.scale_view(name, i)):
+            if b.unit > 1:  # 8-bit state: float values quantized, or codes and block scales
+                old = st.get(name)
+                if isinstance(old, Tensor) and old is not codes:  # (a value under "exp_avg" wins)
+                    _load_compact(b, name, i, old, None)
+                elif codes is not None:
+                    if codes is not view or scales is not b.scale_view(name, i):
+                        _load_compact(b, name, i, codes, scales)
+                elif dirty or not fresh:
+                    b.fill_state(name, i, chain.fill(name, group))
+                continue
+            old = st.get(name)
+            if codes is not None:  # an 8-bit checkpoint into full-precision state
+                old = _decoded(b, i, codes, scales, view)
+            if old is view:
                 continue
             if isinstance(old, Tensor):
-                if b.fmt is not None and (old.dtype != view.dtype or b.unit > 1):
-                    _load_compact(b, name, i, old, st)  # values taken, descent's views published
+                if b.fmt is not None and old.dtype != view.dtype:
+                    _load_compact(b, name, i, old, None)  # values taken, descent's views published
                 else:
                     chosen[name] = self._take(b, name, i, old, edit)
             elif dirty or not fresh:  # a key the entry lacks starts from its initial value
@@ -185,11 +201,16 @@ class StateKeeper:
         for k in chain.host if self.state_step else chain.host[1:]:
             mine = chosen.get(k)
             entries[k] = b.host[k][i] if mine is None else mine
+        stale = []
         for name in chain.state:
-            mine = chosen.get(name)
-            entries[name] = b.state_view(name, i) if mine is None else mine
-            if b.unit > 1:
+            if b.unit > 1:  # 8-bit: the codes under a key of their own, never taken as numbers
+                entries[name + CODES_SUFFIX] = b.state_view(name, i)
                 entries[name + SCALE_SUFFIX] = b.scale_view(name, i)
+                stale.append(name)
+            else:
+                mine = chosen.get(name)
+                entries[name] = b.state_view(name, i) if mine is None else mine
+                stale += (name + CODES_SUFFIX, name + SCALE_SUFFIX)
         b.exposed[i] = 1
         if not entries:  # plain SGD: torch.optim keeps no state at all
             b.published[i] = None
@@ -198,44 +219,59 @@ class StateKeeper:
         st = state.get(p)
         if st is None:
             st = state[p] if isinstance(state, defaultdict) else state.setdefault(p, {})  # type: ignore[attr-defined]
+        for k in stale:  # the other format's keys of a value taken over
+            dict.pop(st, k, None)
         dict.update(st, entries)  # descent's own write: not an edit to notice
         b.published[i] = (st, entries)
         if type(st) is not TrackedEntry or st.cell is not getattr(state, "cell", None):
             self._foreign = True
 
 
-def _codes(st: Mapping, name: str) -> bool:
-    """``st[name]`` holds 8-bit codes with their block scales."""
-    old, scales = st.get(name), st.get(name + SCALE_SUFFIX)
-    return isinstance(old, Tensor) and old.dtype == torch.uint8 and isinstance(scales, Tensor)
+def _codes(st: Mapping, name: str) -> tuple[Tensor | None, Tensor | None]:
+    """``st``'s 8-bit codes of state ``name`` with their block scales, or ``(None, None)``:
+    under ``<name>.codes`` (how descent stores them), or as a uint8 tensor under ``name``
+    itself (checkpoints of earlier versions)."""
+    scales = st.get(name + SCALE_SUFFIX)
+    codes = st.get(name + CODES_SUFFIX)
+    if codes is None:
+        old = st.get(name)
+        legacy = isinstance(old, Tensor) and old.dtype == torch.uint8 and isinstance(scales, Tensor)
+        codes = old if legacy else None
+    return (codes, scales) if isinstance(codes, Tensor) else (None, None)
 
 
-def _load_compact(b: Bucket, name: str, i: int, old: Tensor, st: Mapping) -> None:
-    """A state value into a compact buffer: 8-bit codes with their block scales as they
-    are, any float tensor (a float32 checkpoint, an edit) rounded or quantized."""
+def _load_compact(b: Bucket, name: str, i: int, old: Tensor, scales: Tensor | None) -> None:
+    """A state value into a compact buffer: 8-bit codes with their block ``scales`` as
+    they are, any float tensor (a float32 checkpoint, an edit) rounded or quantized."""
     view = b.state_view(name, i)
+    key = name + CODES_SUFFIX if old.dtype == torch.uint8 else name
     if tuple(old.shape) != tuple(view.shape):
         raise StateEditError(
-            f"optimizer.state[{_where(b, i)}][{name!r}] has shape {tuple(old.shape)}, "
+            f"optimizer.state[{_where(b, i)}][{key!r}] has shape {tuple(old.shape)}, "
             f"but the param's state has shape {tuple(view.shape)}"
         )
-    if old.dtype == torch.uint8 and b.unit > 1:
-        scales = st.get(name + SCALE_SUFFIX)
+    if old.dtype == torch.uint8:
+        if b.unit == 1:
+            raise StateEditError(
+                f"optimizer.state[{_where(b, i)}][{key!r}] holds 8-bit codes, but this param keeps "
+                f"{b.fmt.describe() if b.fmt else view.dtype} state; give float values, or the codes "
+                f"with their block scales under {name + SCALE_SUFFIX!r}"
+            )
         want = b.scale_view(name, i)
         if not isinstance(scales, Tensor) or scales.numel() != want.numel():
             raise StateEditError(
-                f"optimizer.state[{_where(b, i)}][{name!r}] holds 8-bit codes, but "
+                f"optimizer.state[{_where(b, i)}][{key!r}] holds 8-bit codes, but "
                 f"{name + SCALE_SUFFIX!r} does not hold their {want.numel()} block scales"
             )
         if b.sharded:
-            view.to_local().copy_(_local_like(old, b.params[i], name))
+            view.to_local().copy_(_local_like(old, b.params[i], key))
         else:
             view.copy_(old)
         b.load_scales(name, i, scales)
         return
     if not old.is_floating_point():
         raise StateEditError(
-            f"optimizer.state[{_where(b, i)}][{name!r}] holds a {old.dtype} tensor; this optimizer "
+            f"optimizer.state[{_where(b, i)}][{key!r}] holds a {old.dtype} tensor; this optimizer "
             f"keeps it as {b.fmt.describe() if b.fmt else view.dtype} state and takes float values"
         )
     b.load_state(name, i, old)

@@ -13,7 +13,7 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hoo
 
 from ..engine import Engine, differentiable, matrix, sparse, tracked_list, tracked_state
 from ..engine.errors import SparseGradient
-from ..engine.formats import SCALE_SUFFIX
+from ..engine.formats import CODES_SUFFIX, SCALE_SUFFIX
 from ..rules.base import Chain, Transform
 from .validation import COMMON, Check, validate
 
@@ -368,7 +368,9 @@ def _keep_codes(opt: RuleOptimizer, state_dict: dict[str, Any]) -> None:
         if p is None or not isinstance(entry, dict):
             continue
         for name, v in entry.items():
-            if isinstance(v, torch.Tensor) and (v.dtype == torch.uint8 or name.endswith(SCALE_SUFFIX)):
+            if not isinstance(v, torch.Tensor):
+                continue
+            if v.dtype == torch.uint8 or name.endswith((CODES_SUFFIX, SCALE_SUFFIX)):
                 opt.state[p][name] = v.to(device=p.device, copy=True)
 
 
