@@ -397,6 +397,23 @@ def dcp_compact(rank: int, world: int, name: str, state_dtype: str, path: str) -
     return {"params": uninterrupted, "resumed": [full(p) for p in m2.parameters()]}
 
 
+def fsdp_rounding(rank: int, world: int, sr: bool) -> dict:
+    """bfloat16 params under FSDP2, SGD with steps below half a bfloat16 ulp: kept on
+    average with ``stochastic_rounding=True``, lost every time without."""
+    m = nn.Sequential(nn.Linear(FORMAT_IN, 128)).to(torch.bfloat16)
+    with torch.no_grad():  # 0.1 everywhere: half an ulp there (2⁻¹²) is 2.4e-4
+        for p in m.parameters():
+            p.fill_(0.1)
+    shard(m, "root")
+    opt = descent.SGD(m.parameters(), lr=1e-4, stochastic_rounding=sr)
+    start = [full(p) for p in m.parameters()]
+    for _ in range(40):
+        for p in m.parameters():  # a gradient of 1 everywhere: every step moves each weight by 1e-4
+            p.grad = torch.ones_like(p)
+        opt.step()
+    return {"start": start, "params": [full(p) for p in m.parameters()]}
+
+
 # --- ZeRO -----------------------------------------------------------------------------
 
 
@@ -447,6 +464,8 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
     for name, fmt in FORMAT_CASES:
         out.append((f"fsdp-compact/{name}/{fmt}", fsdp_compact, (name, fmt)))
         out.append((f"dcp-compact/{name}/{fmt}", dcp_compact, (name, fmt, f"{ckpt_dir}/{name}-{fmt}")))
+    for sr in (False, True):
+        out.append((f"fsdp-rounding/sr{int(sr)}", fsdp_rounding, (sr,)))
     return out
 
 
