@@ -295,15 +295,19 @@ def _encode(xb: Tensor) -> tuple[Tensor, Tensor]:
     y = xb.abs() * inv[:, None]
     s = signed[:, None]
     si = s.to(torch.int32)
-    # (integer constants as int32 arithmetic, float ones as tensor × scalar: the dtypes
-    # stay int32 and float32 whatever torch's default dtype)
-    sub = torch.round(torch.where(s, y * 2.0**17, y * 2.0**33)).to(torch.int32)
+    # The map's constants are chosen per block (a scalar a row), then applied to every
+    # element: one multiply or compare an element instead of both maps' and a select.
+    # (Integer constants as int32 arithmetic, float ones as float32 tensors: the dtypes
+    # stay int32 and float32 whatever torch's default dtype.)
+    one = a[:, None].new_ones(())
+    sub = torch.round(y * torch.where(s, one * 2.0**17, one * 2.0**33)).to(torch.int32)
     normal = ((y.view(torch.int32) + (1 << 19)) >> 20) - (768 + 128 * si)
-    mag = torch.where(torch.where(s, y < 2.0**-14, y < 2.0**-30), sub, normal)
+    mag = torch.where(y < torch.where(s, one * 2.0**-14, one * 2.0**-30), sub, normal)
     mag = torch.minimum(mag, 255 - 128 * si)
     # an unsigned block never rounds a positive value to zero: a second moment too small
     # for the map reads as the smallest code, never as 0 under a first moment that is not
-    mag = torch.where(s | (y <= 0), mag, torch.clamp(mag, min=1))
+    # (every selected magnitude is ≥ 0, so the max is the identity elsewhere)
+    mag = torch.maximum(mag, ((y > 0) & ~s).to(torch.int32))
     code = mag + 128 * (s & (xb < 0)).to(torch.int32)
     return code.to(torch.uint8), torch.where(signed, -a, a)
 
@@ -322,9 +326,11 @@ def _decode(cb: Tensor, scales: Tensor) -> Tensor:
     signed = sc < 0
     si = signed.to(torch.int32)
     c = cb.to(torch.int32)
-    mag = torch.where(signed, c & 127, c)
+    # (the map's constants chosen per block, as in _encode)
+    mag = c & (255 - 128 * si)
     f = mag.to(torch.float32)
-    sub = torch.where(signed, f * 2.0**-17, f * 2.0**-33)
+    one = sc.new_ones(())
+    sub = f * torch.where(signed, one * 2.0**-17, one * 2.0**-33)
     normal = ((mag + (768 + 128 * si)) << 20).view(torch.float32)
     v = torch.where(mag < 8, sub, normal)
     v = torch.where(signed & (c >= 128), -v, v)
