@@ -47,8 +47,11 @@ IMPLS = ("descent", "descent-eager", "torch-forloop", "torch-foreach", "torch-fu
 #: peers measured where they install (never a dependency of descent)
 PEERS = ("deepspeed",)
 
+#: descent with its state kept in a format (``state_dtype=``), by contender name
+FORMATS = {"descent-bf16": "bfloat16", "descent-8bit": "8bit"}
+
 #: every way a contender can be built (``make``)
-MAKERS = (*IMPLS, "descent-rebuilt", "torch", *PEERS)
+MAKERS = (*IMPLS, "descent-rebuilt", *FORMATS, "torch", *PEERS)
 
 
 @dataclass
@@ -209,6 +212,8 @@ def make(impl: str, key: str, params: list) -> torch.optim.Optimizer:
     if impl == "descent-rebuilt":
         cls(params, **kw).step()  # an earlier optimizer re-homed the params and stepped
         return cls(params, **kw)
+    if impl in FORMATS:
+        return cls(params, state_dtype=FORMATS[impl], **kw)
     if impl == "deepspeed":
         return _deepspeed(key, params, kw)
     if torch_name is None:
@@ -301,14 +306,22 @@ def _fresh_grads(ps: list) -> Callable[[], None]:
     return give
 
 
-def warm_kernels(key: str, device: torch.device, dtype: torch.dtype, log: Callable[[str], None]) -> None:
+def warm_kernels(
+    key: str, device: torch.device, dtype: torch.dtype, log: Callable[[str], None], impls: Sequence[str] = ()
+) -> None:
     """Build ``key``'s kernels before timing, so the tables measure the kernel (the first
-    steps of a machine without it run eagerly while it builds)."""
+    steps of a machine without it run eagerly while it builds); those of the state
+    formats too where ``impls`` has a contender of :data:`FORMATS`."""
     from .engine import cache
+    from .engine.formats import MIN_NUMEL
 
     cls, _, kw = OPTIMIZERS[key]
-    probe = cls([torch.nn.Parameter(torch.zeros(1, device=device))], compile=False, **kw)
-    summary = cache.warmup([probe], [dtype], device.type, log=lambda s: log("  kernel " + s))
+    probes = [cls([torch.nn.Parameter(torch.zeros(1, device=device))], compile=False, **kw)]
+    for impl in impls:
+        if impl in FORMATS:  # a param big enough for compact state
+            p = torch.nn.Parameter(torch.zeros(MIN_NUMEL, device=device))
+            probes.append(cls([p], compile=False, state_dtype=FORMATS[impl], **kw))
+    summary = cache.warmup(probes, [dtype], device.type, log=lambda s: log("  kernel " + s))
     if summary.failed:
         log(f"{key}: its kernel failed to build; descent's rows run eagerly")
 

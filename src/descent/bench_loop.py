@@ -149,7 +149,7 @@ def run_loop(
         rounds=rounds,
         optimizer=key,
     )
-    warm_kernels(key, torch.device("cpu"), torch.float32, log)
+    warm_kernels(key, torch.device("cpu"), torch.float32, log, impls)
     for name in models:
         base = None  # torch fused in the default loop: what the step inside backward is held against
         for variant in variants:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import descent
 from descent.cli.main import main as cli
 from descent.engine import aot, cache
 
@@ -213,3 +214,25 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert aot.kernel_dir() == tmp_path / "xdg" / "descent" / "kernels"
     assert Path(aot.kernel_dir()).parent.name == "descent"
+
+
+def test_warmup_covers_state_formats_and_guarded_kernels(monkeypatch):
+    """The kernels a warm-up builds for an optimizer with ``state_dtype`` and
+    ``skip_nonfinite`` are the ones its steps ask for: the format's and the full-precision
+    one (small tensors), each plain and guarded."""
+    from descent.engine import kernels
+
+    monkeypatch.setenv("DESCENT_BUILD", "0")  # (the steps below ask for kernels, build none)
+    kernels.reset()
+    big, small = torch.nn.Parameter(torch.randn(64, 128)), torch.nn.Parameter(torch.randn(8))
+    opt = descent.Adam([big, small], lr=1e-2, state_dtype="8bit", skip_nonfinite=True)
+    warm = {aot.digest(s) for s in cache.specs(opt, torch.float32, "cpu")}
+    kinds = {(s.fmt.state if s.fmt else None, s.guard) for s in cache.specs(opt, torch.float32, "cpu")}
+    assert kinds == {("8bit", False), ("8bit", True), (None, False), (None, True)}
+    for ps in ([big, small], [big]):  # two pieces (checked before, plain kernels), one (guarded)
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        big.grad = small.grad = None
+    asked = {aot.digest(k.spec) for k in kernels._kernels.values()}
+    assert asked and asked <= warm, asked - warm

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..rules.base import Chain
-from . import aot
+from . import aot, formats
 from .kernels import fresh_scalars, pack
 
 #: Steps whose scalars are probed for static settings (RAdam's switch to its adaptive
@@ -21,13 +21,26 @@ PROBE_STEPS = 12
 
 def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[aot.Spec]:
     """Every kernel ``opt``'s steps run for params of ``dtype`` on ``device``: one per
-    param group structure and per static setting its scalars take over the first steps."""
+    param group structure and per static setting its scalars take over the first steps
+    (with ``skip_nonfinite`` its guarded variant too, which a step of one piece runs; with
+    ``state_dtype`` or
+    ``stochastic_rounding`` the state format's too, beside the full-precision one that
+    small tensors keep)."""
+    engine = getattr(opt, "_engine", None)
+    guards = (False, True) if getattr(engine, "guard", False) else (False,)
+    fmts: dict = {None: None}
+    if engine is not None and (engine.state_dtype is not None or engine.sr):
+        fmt = formats.for_bucket(engine.state_dtype, engine.sr, formats.MIN_NUMEL, dtype)
+        fmts[fmt] = None
     out: dict[tuple, aot.Spec] = {}
     for group in opt.param_groups:
         chain: Chain = opt.chain(group)  # type: ignore[attr-defined]
         for _, hs in zip(range(PROBE_STEPS), fresh_scalars(chain, group)):
             statics, names, _ = pack(hs)
-            out.setdefault((chain.key, statics, names), aot.Spec(chain, statics, names, dtype, device))
+            for fmt in fmts:
+                for guard in guards:
+                    spec = aot.Spec(chain, statics, names, dtype, device, guard, fmt)
+                    out.setdefault((chain.key, statics, names, fmt, guard), spec)
     return list(out.values())
 
 
