@@ -81,6 +81,31 @@ def test_same_bits_as_backward_then_step(name, kw, flat):
     o_in.step()
 
 
+@pytest.mark.parametrize("state_dtype", ["8bit", "bfloat16"])
+def test_same_bits_as_backward_then_step_with_compact_state(state_dtype):
+    """State kept in a format: each param stepped as its gradient arrives gives the bits of
+    the step over the whole bucket (8-bit blocks start at each param; stochastic rounding
+    hashes each element's place in the bucket, wherever the call starts)."""
+    inside, outside = _pair()
+    kw = {"lr": 1e-2, "state_dtype": state_dtype}
+    o_in, o_out = descent.AdamW(inside.parameters(), **kw), descent.AdamW(outside.parameters(), **kw)
+    descent.step_in_backward(inside, o_in)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x = torch.randn(16, 300, generator=gen)
+        inside(x).pow(2).mean().backward()
+        o_out.zero_grad()
+        outside(x).pow(2).mean().backward()
+        o_out.step()
+    for a, b in zip(inside.parameters(), outside.parameters()):
+        assert torch.equal(a, b)
+    sa, sb = o_in.state_dict(), o_out.state_dict()
+    for k, st in sb["state"].items():
+        for key, v in st.items():
+            assert torch.equal(sa["state"][k][key], v), (k, key)
+    assert any(v.dtype in (torch.uint8, torch.bfloat16) for st in sb["state"].values() for v in st.values())
+
+
 def test_step_inside_backward_refuses_what_needs_every_gradient_first():
     net, _ = _pair()
     opt = descent.Adam(net.parameters())
