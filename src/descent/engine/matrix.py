@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain, Scalars
-from . import tensorwise
+from . import formats, tensorwise
 from .body import nonfinite
 
 #: Same-shape tensors at least this long are stepped one by one (as batches of one): a
@@ -57,14 +57,27 @@ def finite(groups: Sequence[Mapping[str, Any]]) -> bool:
     return not flags or not bool(torch.stack([f.cpu() for f in flags]).any())
 
 
-def step(chain: Chain, group: Mapping[str, Any], state: Any, state_step: bool, who: str) -> None:
-    """One step of ``group`` (grad mode off)."""
+def step(
+    chain: Chain,
+    group: Mapping[str, Any],
+    state: Any,
+    state_step: bool,
+    who: str,
+    state_dtype: str | None = None,
+    sr: bool = False,
+    count: int = 0,
+) -> None:
+    """One step of ``group`` (grad mode off). ``state_dtype`` / ``sr``: state kept in a
+    format and bfloat16 params rounded stochastically, as the flat engine does (see
+    :func:`_load`); ``count``: this optimizer's steps so far, which seeds the rounding
+    of a rule that keeps no ``step`` (Muon)."""
     check(group, who)
     params = [p for p in group["params"] if p.grad is not None]
+    place = {id(p): i for i, p in enumerate(group["params"])}  # a param's rounding stream
     while params:
         # a param listed twice is stepped twice, as torch.optim does: once per pass
         seen: set[int] = set()
-        batches: dict[tuple, list[tuple[Tensor, Tensor, dict]]] = {}
+        batches: dict[tuple, list[tuple[Tensor, Tensor, dict, int]]] = {}
         later = []
         for p in params:
             if id(p) in seen:
@@ -73,36 +86,138 @@ def step(chain: Chain, group: Mapping[str, Any], state: Any, state_step: bool, w
             seen.add(id(p))
             st, started = tensorwise.prepare(state, state_step, chain, group, p)
             host = tuple(float(st[k]) for k in chain.host if k in st)
-            key = (tuple(p.shape), p.dtype, p.device, started, host)
-            batches.setdefault(key, []).append((p, p.grad, st))
-        for (_, _, _, started, _), items in batches.items():
-            _batch(chain, group, items, state_step, started)
+            fmt = formats.for_bucket(state_dtype, sr, p.numel(), p.dtype) if state_dtype or sr else None
+            key = (tuple(p.shape), p.dtype, p.device, started, host, fmt)
+            batches.setdefault(key, []).append((p, p.grad, st, place[id(p)]))
+        for (_, _, _, started, _, fmt), items in batches.items():
+            _batch(chain, group, items, state_step, started, fmt, count)
         params = later
 
 
-def _batch(chain: Chain, group: Mapping[str, Any], items: list, state_step: bool, started: bool) -> None:
-    p0, _, st0 = items[0]
+def _batch(
+    chain: Chain,
+    group: Mapping[str, Any],
+    items: list,
+    state_step: bool,
+    started: bool,
+    fmt: formats.Format | None,
+    count: int,
+) -> None:
+    p0, _, st0, _ = items[0]
     hs = tensorwise.advance(state_step, chain, group, st0, started)
-    for _, _, st in items[1:]:  # the same host scalars: the first param's, advanced
+    for _, _, st, _ in items[1:]:  # the same host scalars: the first param's, advanced
         if state_step:
             st["step"] += 1
         for k in chain.host[1:]:
             st[k].copy_(st0[k])
     hs = _numbers(chain, hs, p0)
     names = list(chain.buffers(tuple(p0.shape)))
+    if fmt is None and any(k + formats.CODES_SUFFIX in st for _, _, st, _ in items for k in names):
+        fmt = formats.Format()  # an 8-bit checkpoint loaded into float32 state: decoded once
+    if fmt is not None:
+        _batch_stored(chain, items, names, hs, fmt, float(st0["step"]) if state_step else count)
+        return
     if len(items) == 1 or p0.numel() >= STACK_MAX:
         # a batch of one as views: the update lands in place, nothing is copied
-        for p, g, st in items:
+        for p, g, st, _ in items:
             chain.update(p.unsqueeze(0), g.unsqueeze(0), {k: st[k].unsqueeze(0) for k in names}, hs)
         return
-    params = [p for p, _, _ in items]
+    params = [p for p, _, _, _ in items]
     P = torch.stack(params)
-    G = torch.stack([g for _, g, _ in items])
-    S = {k: torch.stack([st[k] for _, _, st in items]) for k in names}
+    G = torch.stack([g for _, g, _, _ in items])
+    S = {k: torch.stack([st[k] for _, _, st, _ in items]) for k in names}
     chain.update(P, G, S, hs)
     torch._foreach_copy_(params, list(P.unbind(0)))
     for k, v in S.items():
-        torch._foreach_copy_([st[k] for _, _, st in items], list(v.unbind(0)))
+        torch._foreach_copy_([st[k] for _, _, st, _ in items], list(v.unbind(0)))
+
+
+def _batch_stored(
+    chain: Chain, items: list, names: list[str], hs: list[Scalars], fmt: formats.Format, t
+) -> None:
+    """:func:`_batch` with state kept in ``fmt`` (and bfloat16 params rounded
+    stochastically where ``fmt.sr``): each param's state decoded to float32, the batch
+    stepped as usual, then encoded back — 8-bit codes under ``<name>.codes`` with their
+    block scales, bfloat16 values rounded stochastically (bits hashed from the param's
+    place in its group, the step and the buffer); buffers under 4,096 elements (Adafactor's
+    row and column factors) keep float32. The same formats as the flat engine's, run as
+    tensor ops (these rules step eagerly)."""
+    loaded = [_load(st, names) for _, _, st, _ in items]
+    work = [p.float() if fmt.sr else p for p, _, _, _ in items]
+    grads = [g.float() if fmt.sr else g for _, g, _, _ in items]
+    if len(items) == 1 or work[0].numel() >= STACK_MAX:
+        for w, g, values in zip(work, grads, loaded):
+            chain.update(w.unsqueeze(0), g.unsqueeze(0), {k: v.unsqueeze(0) for k, v in values.items()}, hs)
+    else:
+        P, G = torch.stack(work), torch.stack(grads)
+        S = {k: torch.stack([v[k] for v in loaded]) for k in names}
+        chain.update(P, G, S, hs)
+        for i in range(len(items)):
+            work[i].copy_(P[i])
+            for k in names:
+                loaded[i][k] = S[k][i]
+    step = int(t)
+    for (p, _, st, place), w, values in zip(items, work, loaded):
+        for j, k in enumerate(names):
+            _store(st, k, values[k], fmt, formats.step_key(place + 1, step, j + 1))
+        if fmt.sr:
+            pos = torch.arange(p.numel(), dtype=torch.int32, device=p.device)
+            key = torch.tensor(formats.step_key(place + 1, step, 0), dtype=torch.int32, device=p.device)
+            p.copy_(formats.round_bf16(w.reshape(-1), formats.hash32(pos, key)).reshape(p.shape))
+
+
+def _load(st: dict, names: list[str]) -> dict[str, Tensor]:
+    """The state ``names`` of one param as float32 tensors to step: 8-bit codes decoded,
+    bfloat16 values widened, float32 ones as they are (updated in place)."""
+    out = {}
+    for k in names:
+        codes = st.get(k + formats.CODES_SUFFIX)
+        if codes is not None:
+            scales = st[k + formats.SCALE_SUFFIX]
+            out[k] = formats.decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(codes.shape)
+        else:
+            v = st[k]
+            out[k] = v.float() if v.dtype in (torch.bfloat16, torch.float16) else v
+    return out
+
+
+def _store(st: dict, k: str, v: Tensor, fmt: formats.Format, key: int) -> None:
+    """Buffer ``k`` of one param back into ``st`` in ``fmt`` (in place where it already
+    is in that format, as torch.optim keeps its state tensors)."""
+    kind = fmt.state if v.numel() >= formats.MIN_NUMEL else None
+    if kind == "8bit":
+        codes, scales = formats.encode(v.reshape(-1))
+        codes = codes.reshape(v.shape)
+        old, old_scales = st.get(k + formats.CODES_SUFFIX), st.get(k + formats.SCALE_SUFFIX)
+        if (
+            old is not None
+            and old.shape == codes.shape
+            and old_scales is not None
+            and old_scales.shape == scales.shape
+        ):
+            old.copy_(codes)
+            old_scales.copy_(scales)
+        else:
+            st[k + formats.CODES_SUFFIX], st[k + formats.SCALE_SUFFIX] = codes, scales
+        st.pop(k, None)
+    elif kind == "bfloat16":
+        pos = torch.arange(v.numel(), dtype=torch.int32, device=v.device)
+        bits = formats.hash32(pos, torch.tensor(key, dtype=torch.int32, device=v.device))
+        new = formats.round_bf16(v.reshape(-1), bits).reshape(v.shape)
+        old = st.get(k)
+        if old is not None and old.dtype == torch.bfloat16 and old.shape == new.shape:
+            old.copy_(new)
+        else:
+            st[k] = new
+    else:  # kept in float32 (a small buffer), perhaps read from another format
+        old = st.get(k)
+        if old is not v:
+            if old is not None and old.shape == v.shape and old.dtype == v.dtype:
+                old.copy_(v)
+            else:
+                st[k] = v.clone()
+        st.pop(k + formats.CODES_SUFFIX, None)
+        st.pop(k + formats.SCALE_SUFFIX, None)
 
 
 def _numbers(chain: Chain, hs: list[Scalars], like: Tensor) -> list[Scalars]:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain, Scalars, keep_graph
+from .formats import CODES_SUFFIX
 from .kernels import compute_dtype
 from .layout import scalar_dtype
 
@@ -35,9 +36,9 @@ def prepare(
         if name not in st:
             st[name] = torch.tensor(chain.host_init(name), dtype=chain.host_dtype(name) or scalar_dtype())
     bufs = chain.buffers(tuple(p.shape))
-    started = all(name in st for name in bufs)
+    started = all(name in st or name + CODES_SUFFIX in st for name in bufs)
     for name, shape in bufs.items():
-        if name not in st:
+        if name not in st and name + CODES_SUFFIX not in st:  # (8-bit codes: see .matrix)
             fill = chain.fill(name, group)
             fill = complex(fill, fill) if p.is_complex() else fill
             if shape == tuple(p.shape):  # the param's layout, as torch.optim's zeros_like

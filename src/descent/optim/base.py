@@ -198,9 +198,19 @@ class RuleOptimizer(Optimizer):
                     self._engine.step(stepped, self.state)
             except SparseGradient:
                 self._sparse_step()
+            if whole:
+                self._whole_steps = getattr(self, "_whole_steps", 0) + 1
             for group in whole:  # matrix rules: params batched by shape (descent.engine.matrix)
+                e = self._engine
                 matrix.step(
-                    self.chain(group), group, self.state, self.steps_in_state(group), type(self).__name__
+                    self.chain(group),
+                    group,
+                    self.state,
+                    self.steps_in_state(group),
+                    type(self).__name__,
+                    state_dtype=e.state_dtype,
+                    sr=e.sr,
+                    count=self._whole_steps,
                 )
         finally:
             torch._C._set_grad_enabled(grad)

@@ -86,6 +86,8 @@ class Muon(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -99,7 +101,15 @@ class Muon(RuleOptimizer):
         }
         if ns_dtype != "bfloat16":  # only then a group key, so groups match torch.optim's
             defaults["ns_dtype"] = ns_dtype
-        super().__init__(params, defaults, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -204,6 +214,8 @@ class MuonAdamW(RuleOptimizer):
         flat: bool = True,
         compile: bool | str = "auto",
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        stochastic_rounding: bool = False,
         **defaults: Any,
     ):
         muon = {k: defaults.pop(k) for k in list(defaults) if k in MUON_DEFAULTS}
@@ -217,7 +229,15 @@ class MuonAdamW(RuleOptimizer):
             self._kinds[True]["ns_dtype"] = ns_dtype
         if isinstance(params, torch.nn.Module):
             params = muon_param_groups(params)
-        super().__init__(params, {}, flat=flat, compile=compile, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            {},
+            flat=flat,
+            compile=compile,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+        )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict) or "use_muon" not in param_group:
