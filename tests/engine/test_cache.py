@@ -205,6 +205,24 @@ def test_warmup_rejects_bad_input(capsys):
     assert "Invalid dtype 'float8'" in capsys.readouterr().err
     assert cli(["warmup", "--optimizers", "adamz"]) == 2
     assert "Unknown optimizer 'adamz'" in capsys.readouterr().err
+    assert cli(["warmup", "--state-dtype", "4bit"]) == 2
+    assert "Invalid state_dtype: '4bit'" in capsys.readouterr().err
+
+
+def test_warmup_builds_the_state_formats_kernels_when_asked(monkeypatch, capsys):
+    asked = []
+
+    def fake(opts, dtypes, device, log):
+        asked.extend(s for o in opts for d in dtypes for s in cache.specs(o, d, device))
+        return cache.Summary()
+
+    monkeypatch.setattr(cache, "warmup", fake)
+    assert cli(["warmup", "--optimizers", "adam", "--device", "cpu", "--state-dtype", "8bit"]) == 0
+    formats_asked = {s.fmt.state if s.fmt else None for s in asked}
+    assert formats_asked == {None, "8bit"}  # small tensors keep full precision: both
+    asked.clear()
+    assert cli(["warmup", "--optimizers", "adam", "--device", "cpu"]) == 0
+    assert {s.fmt for s in asked} == {None}
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):

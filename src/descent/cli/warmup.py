@@ -8,7 +8,7 @@ import sys
 import torch
 
 from .. import catalog
-from ..engine import aot, cache
+from ..engine import aot, cache, formats
 
 DTYPES = {
     "float32": torch.float32,
@@ -38,6 +38,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--dtypes", default="float32", help=f"comma-separated, of {', '.join(DTYPES)} (default: float32)"
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    p.add_argument(
+        "--state-dtype",
+        default=None,
+        help="also the kernels of state kept as bfloat16 or 8bit (the optimizers' state_dtype=)",
+    )
+    p.add_argument(
+        "--stochastic-rounding",
+        action="store_true",
+        help="also the kernels that round bfloat16 params stochastically (stochastic_rounding=True)",
+    )
     return p
 
 
@@ -62,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"Invalid --device {device!r} (expected cpu or cuda)")
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
+        fmt = {
+            "state_dtype": formats.parse_state_dtype(args.state_dtype),
+            "stochastic_rounding": args.stochastic_rounding,
+        }
         probe = torch.nn.Parameter(torch.zeros(1))
         # (an entry built over a model gets a one-layer one: its AdamW part has a kernel)
         opts = [
-            e.make(torch.nn.Linear(1, 1) if e.model else [probe], compile=False, **v)
+            e.make(torch.nn.Linear(1, 1) if e.model else [probe], compile=False, **fmt, **v)
             for e in entries
             for v in variants(e)
         ]
