@@ -397,6 +397,39 @@ def dcp_compact(rank: int, world: int, name: str, state_dtype: str, path: str) -
     return {"params": uninterrupted, "resumed": [full(p) for p in m2.parameters()]}
 
 
+def hsdp_compact(rank: int, world: int, path: str) -> dict:
+    """8-bit state on a 2-D mesh (1 replica × 2 shards, HSDP's placements: Replicate,
+    Shard(0)): the block scales' DTensor is replicated and sharded as the params are, and
+    a DCP checkpoint resumes exactly."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
+
+    def make(seed: int) -> nn.Module:
+        m = compact_model(seed)
+        for layer in m:
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer, mesh=mesh)
+        return fully_shard(m, mesh=mesh)
+
+    m = make(0)
+    opt = compact_optimizer("Adam", m.parameters(), "8bit")
+    compact_train(m, opt, 0, DCP_SAVE_AT)
+    dcp.save(dcp_state(m, opt), checkpoint_id=path)
+    compact_train(m, opt, DCP_SAVE_AT, STEPS)
+    m2 = make(1)
+    opt2 = compact_optimizer("Adam", m2.parameters(), "8bit")
+    dcp_restore(m2, opt2, path)
+    compact_train(m2, opt2, DCP_SAVE_AT, STEPS)
+    return {
+        "state": describe_state(opt),
+        "params": [full(p) for p in m.parameters()],
+        "resumed": [full(p) for p in m2.parameters()],
+    }
+
+
 def fsdp_rounding(rank: int, world: int, sr: bool) -> dict:
     """bfloat16 params under FSDP2, SGD with steps below half a bfloat16 ulp: kept on
     average with ``stochastic_rounding=True``, lost every time without."""
@@ -466,6 +499,7 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
         out.append((f"dcp-compact/{name}/{fmt}", dcp_compact, (name, fmt, f"{ckpt_dir}/{name}-{fmt}")))
     for sr in (False, True):
         out.append((f"fsdp-rounding/sr{int(sr)}", fsdp_rounding, (sr,)))
+    out.append(("hsdp-compact", hsdp_compact, (f"{ckpt_dir}/hsdp-8bit",)))
     return out
 
 

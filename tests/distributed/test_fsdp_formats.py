@@ -99,3 +99,15 @@ def test_stochastic_rounding_of_sharded_bfloat16_params(ranks):
     for a, b in zip(kept[0]["params"], kept[0]["start"]):
         moved = (b.float() - a.float()).mean().item()
         assert abs(moved - 40 * 1e-4) < 1e-3, moved
+
+
+def test_8bit_state_on_a_2d_mesh(ranks):
+    """HSDP's placements (Replicate, Shard(0)): the block scales are placed alike, and a
+    DCP checkpoint resumes bit for bit."""
+    for rank in range(len(ranks)):
+        res = result(ranks, "hsdp-compact", rank)
+        entry = res["state"][0]  # the 128×64 weight: 64 rows a shard, 16 blocks
+        assert entry["exp_avg.codes"][:3] == ("DTensor", ("R", "S(0)"), (64, 64))
+        assert entry["exp_avg.absmax"][:4] == ("DTensor", ("R", "S(0)"), (1, 16), (2, 16))
+        for resumed, uninterrupted in zip(res["resumed"], res["params"]):
+            assert torch.equal(resumed, uninterrupted)
