@@ -318,6 +318,16 @@ class Bucket:
             local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
         )
 
+    def _shard(self, i: int) -> tuple[Tensor, Tensor | None]:
+        """This rank's shard of param ``i`` and its 1-D window (None: not dense), followed
+        when the owner swaps the shard."""
+        loc = self.params[i]._local_tensor
+        seen = self._seen[i]
+        if seen is None or seen[0] is not loc:  # first use, or the owner swapped the shard
+            self.locals[i] = loc
+            seen = self._seen[i] = (loc, window(loc, 0, loc.numel()) if dense(loc) else None)
+        return seen
+
     def shards(self, a: int, b: int, names: Sequence[str]) -> list[tuple[Tensor, Tensor, list[Tensor]]]:
         """Sharded buckets: what the kernel updates for each param of ``a..b-1``, as 1-D
         runs over this rank's shards where param, grad and state are laid out alike."""
@@ -325,17 +335,14 @@ class Bucket:
         dt = dtensor_type()
         for i in range(a, b):
             p = self.params[i]
-            loc, g = p._local_tensor, p.grad
-            seen = self._seen[i]
-            if seen is None or seen[0] is not loc:  # first use, or the owner swapped the shard
-                self.locals[i] = loc
-                seen = self._seen[i] = (loc, window(loc, 0, loc.numel()) if dense(loc) else None)
+            g = p.grad
+            loc, flat = self._shard(i)
             if not loc.numel():
                 continue
             gl = g._local_tensor if type(g) is dt and g._spec.placements == p._spec.placements else None
             alike = gl is not None and (gl.stride(), gl.dtype) == (loc.stride(), loc.dtype)
-            if seen[1] is not None and alike:
-                out.append((seen[1], window(gl, 0, gl.numel()), [self.windows[k][i] for k in names]))
+            if flat is not None and alike:
+                out.append((flat, window(gl, 0, gl.numel()), [self.windows[k][i] for k in names]))
             else:  # laid out differently: the rule over the DTensors themselves
                 out.append((p.data, g, [self.state_view(k, i) for k in names]))
         return out
@@ -350,15 +357,10 @@ class Bucket:
         unit = self.unit
         for i in range(a, b):
             p = self.params[i]
-            loc = p._local_tensor
-            seen = self._seen[i]
-            if seen is None or seen[0] is not loc:
-                self.locals[i] = loc
-                seen = self._seen[i] = (loc, window(loc, 0, loc.numel()) if dense(loc) else None)
+            loc, pw = self._shard(i)
             n = loc.numel()
             if not n:
                 continue
-            pw = seen[1]
             if pw is None or n != self.ends[i] - self.starts[i]:
                 raise RuntimeError(
                     f"descent: this rank's shard of the param of shape {tuple(p.shape)} changed its "

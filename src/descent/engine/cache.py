@@ -21,11 +21,10 @@ PROBE_STEPS = 12
 
 def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[aot.Spec]:
     """Every kernel ``opt``'s steps run for params of ``dtype`` on ``device``: one per
-    param group structure and per static setting its scalars take over the first steps
-    (with ``skip_nonfinite`` its guarded variant too, which a step of one piece runs; with
-    ``state_dtype`` or
-    ``stochastic_rounding`` the state format's too, beside the full-precision one that
-    small tensors keep)."""
+    param group structure and per static setting its scalars take over the first steps;
+    with ``skip_nonfinite`` its guarded variant too (a step of one piece runs it), and with
+    ``state_dtype`` or ``stochastic_rounding`` the format's beside the full-precision one
+    that small tensors keep."""
     engine = getattr(opt, "_engine", None)
     guards = (False, True) if getattr(engine, "guard", False) else (False,)
     fmts: dict = {None: None}

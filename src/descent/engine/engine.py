@@ -549,7 +549,7 @@ class Engine:
                     part = [p[a:e], g[a:e], *_blocks_of(bufs, b.unit, a, e)] if step < n else [p, g, *bufs]
                     if b.unit > 1:  # an 8-bit kernel takes p and g as rows of a block
                         part[0], part[1] = part[0].view(-1, b.unit), part[1].view(-1, b.unit)
-                    k = torch.tensor((key[0], formats._i32(key[1] + a)), dtype=torch.int32, device=p.device)
+                    k = torch.tensor((key[0], formats.i32(key[1] + a)), dtype=torch.int32, device=p.device)
                     if not _call(kern.fn, [*part[:2], scal, *part[2:], k], e - a, b.cpu):
                         return False
             else:
@@ -603,7 +603,7 @@ class Engine:
         out = []
         for k, (ps, flat, tiled, sh) in enumerate(plan(params, self.flat, self.state_dtype)):
             fmt = None
-            if (flat or sh) and ps:
+            if flat or sh:
                 fmt = self._format(min(p.numel() for p in ps), ps[0].dtype)
             out.append(Bucket(ps, flat, tiled, sh, fmt=fmt, seed=1 + (gi << 12) + k))
         return out

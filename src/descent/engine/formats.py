@@ -205,13 +205,13 @@ def storage_dtype(fmt: Format | None, dtype: torch.dtype) -> torch.dtype:
 
 
 # -- counter-based random bits ----------------------------------------------------------
-def _i32(x: int) -> int:
+def i32(x: int) -> int:
     """``x`` as a signed 32-bit constant."""
     x &= 0xFFFFFFFF
     return x - (1 << 32) if x >= 1 << 31 else x
 
 
-_K1, _K2, _K3 = _i32(0x9E3779B1), _i32(0x7FEB352D), _i32(0x846CA68B)
+_K1, _K2, _K3 = i32(0x9E3779B1), i32(0x7FEB352D), i32(0x846CA68B)
 
 
 def hash32(pos: Tensor, key: Tensor) -> Tensor:
@@ -236,7 +236,7 @@ def subkey(key: Tensor, salt: int) -> Tensor:
     arithmetic with logical shifts spelled as arithmetic ones masked (computed once a
     kernel call, not per element), so the buffers' bits are independent of each other and
     of the params'."""
-    x = key + _i32(salt * _K1)
+    x = key + i32(salt * _K1)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _K2
     x = x ^ ((x >> 15) & 0x1FFFF)
@@ -250,7 +250,7 @@ def step_key(seed: int, step: int, salt: int) -> int:
     x ^= x >> 15
     x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
     x ^= x >> 12
-    return _i32(x)
+    return i32(x)
 
 
 def round_bf16(x: Tensor, bits: Tensor) -> Tensor:
@@ -321,6 +321,12 @@ def decode(codes: Tensor, scales: Tensor) -> Tensor:
     return _decode(_blocks(codes, scales.shape[0]), scales).reshape(-1)[:n]
 
 
+def decode_like(codes: Tensor, scales: Tensor) -> Tensor:
+    """float32 values of ``codes`` of any shape, blocks running over their elements in
+    order (a state tensor as ``optimizer.state`` or a checkpoint holds it)."""
+    return decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(codes.shape)
+
+
 def _decode(cb: Tensor, scales: Tensor) -> Tensor:
     sc = scales[:, None]
     signed = sc < 0
@@ -373,7 +379,7 @@ def store(
             buf = bufs[j]
             if fmt.state == "bfloat16":
                 # one 32-bit hash rounds two buffers: its low half the even one, its high
-                # half the odd one (a hash costs three integer multiplies an element)
+                # half the odd one
                 if j % 2 == 0:
                     bits = hash32(pos, subkey(key, j // 2 + 1))
                 new = round_bf16(v, bits if j % 2 == 0 else bits >> 16)
@@ -460,8 +466,7 @@ def dequantize_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
                 continue
             scales = entry.get(base + SCALE_SUFFIX)
             if isinstance(v, Tensor) and v.dtype == torch.uint8 and isinstance(scales, Tensor):
-                flat = decode(v.detach().reshape(-1).cpu(), scales.detach().reshape(-1).float().cpu())
-                v = flat.reshape(v.shape).to(v.device)
+                v = decode_like(v.detach().cpu(), scales.detach().cpu()).to(v.device)
             elif isinstance(v, Tensor) and v.dtype == torch.bfloat16 and name != "step":
                 v = v.float()
             new[base] = v

@@ -32,7 +32,7 @@ from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, nonfinite, options, unpack
-from .formats import BLOCK, Format, StoredStep, _i32, full_width, stored
+from .formats import BLOCK, Format, StoredStep, full_width, i32, stored
 from .layout import scalar_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
@@ -169,7 +169,7 @@ def run_stored(
         sub = []
         for j, v in enumerate(bufs):
             sub.append(v[a // BLOCK : -(-b // BLOCK)] if two and j % 2 else v[a:b])
-        k = torch.tensor([key[0], _i32(key[1] + a)], dtype=torch.int32)
+        k = torch.tensor([key[0], i32(key[1] + a)], dtype=torch.int32)
         stored(chain, fmt, hs, p[a:b], g[a:b], sub, k, False)
 
 

@@ -174,13 +174,13 @@ def plan(params: Sequence[Tensor], flat: bool, compact: str | None = None) -> li
     shards: dict[tuple, list[Tensor]] = {}
     singles: list[Plan] = []
     for p in params:
+        # (a DTensor's whole size decides, so every rank makes the same buckets)
+        big = compact is not None and p.numel() >= MIN_NUMEL
         if id(p) in chosen:
-            big = compact is not None and p.numel() >= MIN_NUMEL
             tiled = None if big and compact == "8bit" else tile(p)
             buckets.setdefault((p.device, p.dtype, tiled, big), []).append(p)
         elif (key := _shard_key(p)) is not None:  # never moved, so flat=False or not
-            # (the whole param's size decides, so every rank makes the same buckets)
-            shards.setdefault((*key, compact is not None and p.numel() >= MIN_NUMEL), []).append(p)
+            shards.setdefault((*key, big), []).append(p)
         else:
             singles.append(([p], False, False, False))
     out: list[Plan] = []

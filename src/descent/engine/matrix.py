@@ -114,56 +114,32 @@ def _batch(
     names = list(chain.buffers(tuple(p0.shape)))
     if fmt is None and any(k + formats.CODES_SUFFIX in st for _, _, st, _ in items for k in names):
         fmt = formats.Format()  # an 8-bit checkpoint loaded into float32 state: decoded once
-    if fmt is not None:
-        _batch_stored(chain, items, names, hs, fmt, float(st0["step"]) if state_step else count)
-        return
+    # State kept in a format is decoded to float32 before the update and encoded after it
+    # (_load, _store); float32 state is updated where it lies. bfloat16 params rounded
+    # stochastically are updated as float32 copies, written back rounded.
+    sr = fmt is not None and fmt.sr
+    work = [p.float() if sr else p for p, _, _, _ in items]
+    grads = [g.float() if sr else g for _, g, _, _ in items]
+    values = [_load(st, names) if fmt is not None else {k: st[k] for k in names} for _, _, st, _ in items]
     if len(items) == 1 or p0.numel() >= STACK_MAX:
         # a batch of one as views: the update lands in place, nothing is copied
-        for p, g, st, _ in items:
-            chain.update(p.unsqueeze(0), g.unsqueeze(0), {k: st[k].unsqueeze(0) for k in names}, hs)
-        return
-    params = [p for p, _, _, _ in items]
-    P = torch.stack(params)
-    G = torch.stack([g for _, g, _, _ in items])
-    S = {k: torch.stack([st[k] for _, _, st, _ in items]) for k in names}
-    chain.update(P, G, S, hs)
-    torch._foreach_copy_(params, list(P.unbind(0)))
-    for k, v in S.items():
-        torch._foreach_copy_([st[k] for _, _, st, _ in items], list(v.unbind(0)))
-
-
-def _batch_stored(
-    chain: Chain, items: list, names: list[str], hs: list[Scalars], fmt: formats.Format, t
-) -> None:
-    """:func:`_batch` with state kept in ``fmt`` (and bfloat16 params rounded
-    stochastically where ``fmt.sr``): each param's state decoded to float32, the batch
-    stepped as usual, then encoded back — 8-bit codes under ``<name>.codes`` with their
-    block scales, bfloat16 values rounded stochastically (bits hashed from the param's
-    place in its group, the step and the buffer); buffers under 4,096 elements (Adafactor's
-    row and column factors) keep float32. The same formats as the flat engine's, run as
-    tensor ops (these rules step eagerly)."""
-    loaded = [_load(st, names) for _, _, st, _ in items]
-    work = [p.float() if fmt.sr else p for p, _, _, _ in items]
-    grads = [g.float() if fmt.sr else g for _, g, _, _ in items]
-    if len(items) == 1 or work[0].numel() >= STACK_MAX:
-        for w, g, values in zip(work, grads, loaded):
-            chain.update(w.unsqueeze(0), g.unsqueeze(0), {k: v.unsqueeze(0) for k, v in values.items()}, hs)
+        for w, g, v in zip(work, grads, values):
+            chain.update(w.unsqueeze(0), g.unsqueeze(0), {k: v[k].unsqueeze(0) for k in names}, hs)
     else:
         P, G = torch.stack(work), torch.stack(grads)
-        S = {k: torch.stack([v[k] for v in loaded]) for k in names}
+        S = {k: torch.stack([v[k] for v in values]) for k in names}
         chain.update(P, G, S, hs)
-        for i in range(len(items)):
-            work[i].copy_(P[i])
-            for k in names:
-                loaded[i][k] = S[k][i]
-    step = int(t)
-    for (p, _, st, place), w, values in zip(items, work, loaded):
+        torch._foreach_copy_(work, list(P.unbind(0)))
+        for k, v in S.items():
+            torch._foreach_copy_([vs[k] for vs in values], list(v.unbind(0)))
+    if fmt is None:
+        return
+    step = int(float(st0["step"]) if state_step else count)
+    for (p, _, st, place), w, v in zip(items, work, values):
         for j, k in enumerate(names):
-            _store(st, k, values[k], fmt, formats.step_key(place + 1, step, j + 1))
-        if fmt.sr:
-            pos = torch.arange(p.numel(), dtype=torch.int32, device=p.device)
-            key = torch.tensor(formats.step_key(place + 1, step, 0), dtype=torch.int32, device=p.device)
-            p.copy_(formats.round_bf16(w.reshape(-1), formats.hash32(pos, key)).reshape(p.shape))
+            _store(st, k, v[k], fmt, formats.step_key(place + 1, step, j + 1))
+        if sr:
+            p.copy_(_rounded(w, formats.step_key(place + 1, step, 0)))
 
 
 def _load(st: dict, names: list[str]) -> dict[str, Tensor]:
@@ -174,7 +150,7 @@ def _load(st: dict, names: list[str]) -> dict[str, Tensor]:
         codes = st.get(k + formats.CODES_SUFFIX)
         if codes is not None:
             scales = st[k + formats.SCALE_SUFFIX]
-            out[k] = formats.decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(codes.shape)
+            out[k] = formats.decode_like(codes, scales)
         else:
             v = st[k]
             out[k] = v.float() if v.dtype in (torch.bfloat16, torch.float16) else v
@@ -201,9 +177,7 @@ def _store(st: dict, k: str, v: Tensor, fmt: formats.Format, key: int) -> None:
             st[k + formats.CODES_SUFFIX], st[k + formats.SCALE_SUFFIX] = codes, scales
         st.pop(k, None)
     elif kind == "bfloat16":
-        pos = torch.arange(v.numel(), dtype=torch.int32, device=v.device)
-        bits = formats.hash32(pos, torch.tensor(key, dtype=torch.int32, device=v.device))
-        new = formats.round_bf16(v.reshape(-1), bits).reshape(v.shape)
+        new = _rounded(v, key)
         old = st.get(k)
         if old is not None and old.dtype == torch.bfloat16 and old.shape == new.shape:
             old.copy_(new)
@@ -218,6 +192,14 @@ def _store(st: dict, k: str, v: Tensor, fmt: formats.Format, key: int) -> None:
                 st[k] = v.clone()
         st.pop(k + formats.CODES_SUFFIX, None)
         st.pop(k + formats.SCALE_SUFFIX, None)
+
+
+def _rounded(v: Tensor, key: int) -> Tensor:
+    """float32 ``v`` as bfloat16, rounded stochastically with bits hashed from each
+    element's place and ``key`` (:func:`.formats.round_bf16`)."""
+    pos = torch.arange(v.numel(), dtype=torch.int32, device=v.device)
+    bits = formats.hash32(pos, torch.tensor(key, dtype=torch.int32, device=v.device))
+    return formats.round_bf16(v.reshape(-1), bits).reshape(v.shape)
 
 
 def _numbers(chain: Chain, hs: list[Scalars], like: Tensor) -> list[Scalars]:

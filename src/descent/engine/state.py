@@ -281,7 +281,7 @@ def _decoded(b: Bucket, i: int, codes: Tensor, scales: Tensor, view: Tensor) -> 
     """8-bit ``codes`` with their block ``scales`` (a checkpoint's) as float values shaped
     like ``view`` (a sharded param's: a DTensor placed like it, decoded shard by shard)."""
     if not b.sharded:
-        return formats.decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(view.shape)
+        return formats.decode_like(codes, scales).reshape(view.shape)
     p = b.params[i]
     local = _local_like(codes, p, "codes")
     rows = scales.to_local() if hasattr(scales, "to_local") else scales

@@ -47,9 +47,11 @@ class RuleOptimizer(Optimizer):
     ``state_dtype`` (default ``None``: the param's dtype, as torch.optim)
         ``"bfloat16"``: state stored in bfloat16 (computed in float32, written with
         stochastic rounding); ``"8bit"``: block-wise 8-bit codes with one float32 scale
-        per 256 elements. Params under 4,096 elements keep full-precision state. The rule
-        sees float32 either way; the kernel decodes and encodes in the same pass. See
-        docs/engine.md, "State formats".
+        per 256 elements, kept under ``"<name>.codes"`` and ``"<name>.absmax"`` in
+        ``optimizer.state`` (``descent.dequantize_state_dict`` gives torch.optim's keys).
+        Params under 4,096 elements keep full-precision state. The rule sees float32
+        either way; the kernel decodes and encodes in the same pass. See docs/engine.md,
+        "State formats".
     ``stochastic_rounding`` (default ``False``)
         bfloat16 params: the update is computed in float32 and written back rounded
         stochastically (deterministic: the bits hash the step and the position), so
