@@ -187,14 +187,16 @@ def test_warmup_info_and_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DESCENT_CACHE_DIR", str(tmp_path))
     assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert str(tmp_path / "kernels") in out and "2 built" in out, out  # plain SGD, and with L2
+    # plain SGD and with L2, each one call a piece and the windows kernel (fresh gradients)
+    assert str(tmp_path / "kernels") in out and "4 built" in out, out
     assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "0 built" in out and "2 already there" in out, out
+    assert "0 built" in out and "4 already there" in out, out
     entries = cache.info()
-    assert len(entries) == 2 and all(e.failed is None and e.size > 0 for e in entries)
+    assert len(entries) == 4 and all(e.failed is None and e.size > 0 for e in entries)
+    assert sum("x16 windows" in e.kernel for e in entries) == 2
     assert cli(["cache", "info"]) == 0
-    assert "2 kernels" in capsys.readouterr().out
+    assert "4 kernels" in capsys.readouterr().out
     assert cli(["cache", "clear"]) == 0
     assert "removed" in capsys.readouterr().out
     assert cache.info() == [] and not list((tmp_path / "kernels").glob("*.pt2"))

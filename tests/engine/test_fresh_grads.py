@@ -179,6 +179,7 @@ def test_small_params_between_large_ones_are_staged_in_one_chunk():
     shapes = [(LARGE,), (7,), (3, 5), (LARGE + 16,), (9,), (LARGE,), (2, 2)]
     ours, theirs = _pair(shapes=shapes)
     opt, ref = descent.Adam(ours, compile=True), torch.optim.Adam(theirs)
+    opt._engine.windows = 0  # the pieces one by one (tests/engine/test_windows.py: in one call)
     gen = torch.Generator().manual_seed(2)
     for _ in range(4):
         for a, b in zip(ours, theirs):

@@ -42,7 +42,7 @@ from ..rules import base as rules_base
 from ..rules.base import Chain
 from . import body as step_body
 from . import formats as state_formats
-from .body import Step, options
+from .body import Step, Windows, options
 from .formats import BLOCK, Format, StoredStep
 
 #: Where kernels go: ``$DESCENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/descent``, else
@@ -83,6 +83,8 @@ class Spec:
     guard: bool = False
     #: how the state is stored and the params rounded (None: the params' dtype, nearest)
     fmt: Format | None = None
+    #: the kernel steps this many windows per call (:class:`.body.Windows`); 0: one
+    windows: int = 0
 
     @property
     def state(self) -> tuple[str, ...]:
@@ -91,7 +93,8 @@ class Spec:
     def describe(self) -> str:
         kinds = "+".join(type(t).__name__ for t in self.chain.transforms[1:-1]) or "plain"
         fmt = f" {self.fmt.describe()}" if self.fmt is not None else ""
-        return f"{kinds} {str(self.dtype).removeprefix('torch.')}{fmt} {self.device}"
+        windows = f" x{self.windows} windows" if self.windows else ""
+        return f"{kinds} {str(self.dtype).removeprefix('torch.')}{fmt}{windows} {self.device}"
 
 
 # -- names ------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ def digest(spec: Spec) -> str:
         *(("guard",) if spec.guard else ()),
         *_sources(tuple(type(t) for t in spec.chain.transforms)),
         *((repr(spec.fmt), _source_hash(state_formats.__file__)) if spec.fmt is not None else ()),
+        *((f"windows={spec.windows}",) if spec.windows else ()),
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -212,12 +216,14 @@ def build(spec: Spec, dest: Path) -> float:
     shapes: tuple = ({0: size}, {0: size}, None, [{0: size} for _ in spec.state])
     if spec.fmt is not None:
         args, shapes = _format_args(spec, args, size)
+    if spec.windows:
+        args, shapes = _windows_args(spec, args)
     tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp.pt2")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # torch's own deprecation notices from inside export, not about this code
             warnings.filterwarnings("ignore", category=FutureWarning)
-            module = Step(spec) if spec.fmt is None else StoredStep(spec)
+            module = Windows(spec) if spec.windows else Step(spec) if spec.fmt is None else StoredStep(spec)
             program = torch.export.export(module, args, dynamic_shapes=shapes)
             with state_formats.full_width():
                 aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
@@ -249,6 +255,23 @@ def _format_args(spec: Spec, args: tuple, size) -> tuple[tuple, tuple]:
     key = torch.zeros(2, dtype=torch.int32, device=p.device)
     rows = {0: blocks} if eight else {0: size}
     return (p, g, scal, bufs, key), (rows, rows, None, dims, None)
+
+
+def _windows_args(spec: Spec, args: tuple) -> tuple[tuple, tuple]:
+    """Example inputs and their dynamic sizes for a kernel of ``spec.windows`` windows:
+    ``(ps, gs, scal, bufs)``, every window a length of its own (examples of different
+    lengths, so that none is taken to equal another)."""
+    p, _, scal, _ = args
+    k, m = spec.windows, len(spec.state)
+    dims = [torch.export.Dim(f"n{i}", min=2) for i in range(k)]
+
+    def like(i: int) -> torch.Tensor:
+        return torch.ones(64 + 16 * i, dtype=p.dtype, device=p.device)
+
+    ps, gs = [like(i) for i in range(k)], [like(i) for i in range(k)]
+    bufs = [like(i) for i in range(k) for _ in range(m)]
+    shapes = ([{0: d} for d in dims], [{0: d} for d in dims], None, [{0: d} for d in dims for _ in range(m)])
+    return (ps, gs, scal, bufs), shapes
 
 
 def load(path: Path, device: torch.device):

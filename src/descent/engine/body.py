@@ -58,6 +58,26 @@ class Step(torch.nn.Module):
         return bad
 
 
+class Windows(torch.nn.Module):
+    """The step over several windows in one call (``spec.windows`` of them): window ``k``
+    is ``ps[k]``, ``gs[k]`` and its state ``bufs[k*m:(k+1)*m]`` (``m`` state buffers),
+    each 1-D of a length of its own, every window with the same numbers. Inductor emits
+    one loop per window inside one parallel region: a bucket whose gradients lie in many
+    tensors is stepped in one call per ``windows`` of them, each gradient read where it
+    lies."""
+
+    def __init__(self, spec: Spec):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, ps, gs, scal, bufs):
+        spec = self.spec
+        m = len(spec.state)
+        hs = unpack(spec.statics, spec.names, scal.unbind())
+        for k, (p, g) in enumerate(zip(ps, gs)):
+            spec.chain.update(p, g, dict(zip(spec.state, bufs[k * m : (k + 1) * m])), hs)
+
+
 def options() -> dict[str, object]:
     # With dynamic sizes inductor decides from the size seen at compile time whether a
     # CPU loop gets an OpenMP parallel region; dynamic_threads always emits it and lets

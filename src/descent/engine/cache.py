@@ -24,8 +24,10 @@ def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[a
     param group structure and per static setting its scalars take over the first steps;
     with ``skip_nonfinite`` its guarded variant too (a step of one piece runs it), and with
     ``state_dtype`` or ``stochastic_rounding`` the format's beside the full-precision one
-    that small tensors keep."""
+    that small tensors keep; on the CPU, the windows variant that steps fresh gradients
+    several tensors a call (:func:`.grads.calls`)."""
     engine = getattr(opt, "_engine", None)
+    windows = getattr(engine, "windows", 0) if device == "cpu" and getattr(engine, "flat", False) else 0
     guards = (False, True) if getattr(engine, "guard", False) else (False,)
     fmts: dict = {None: None}
     if engine is not None and (engine.state_dtype is not None or engine.sr):
@@ -39,7 +41,10 @@ def specs(opt: torch.optim.Optimizer, dtype: torch.dtype, device: str) -> list[a
             for fmt in fmts:
                 for guard in guards:
                     spec = aot.Spec(chain, statics, names, dtype, device, guard, fmt)
-                    out.setdefault((chain.key, statics, names, fmt, guard), spec)
+                    out.setdefault((chain.key, statics, names, fmt, guard, 0), spec)
+            if windows:
+                spec = aot.Spec(chain, statics, names, dtype, device, windows=windows)
+                out.setdefault((chain.key, statics, names, None, False, windows), spec)
     return list(out.values())
 
 

@@ -25,7 +25,7 @@ from ..rules.base import Chain
 from . import formats
 from .body import nonfinite
 from .bucket import Bucket
-from .grads import Grads, collect, items, piece, pieces
+from .grads import WINDOWS, Grads, calls, collect, items, piece, pieces, read_in_place
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -148,6 +148,22 @@ def _repeats(params: list, buckets: list[Bucket]) -> list[tuple[Bucket, int]]:
     return out
 
 
+def windowed(b: Bucket, gr: Grads | None) -> bool:
+    """Whether a run of ``b`` with gradients ``gr`` may be stepped by a windows kernel:
+    a flat CPU bucket with state in the params' dtype, every gradient a tensor of its own."""
+    return (
+        gr is not None
+        and gr.grads is not None
+        and gr.held is None
+        and b.cpu
+        and b.flat
+        and b.fmt is None
+        and not b.sharded
+        and not b.tiled
+        and not b.dtype.is_complex
+    )
+
+
 def namer(group: dict[str, Any], gi: int) -> Callable[[Tensor], str]:
     def name(p: Tensor) -> str:
         i = next(j for j, q in enumerate(group["params"]) if q is p)
@@ -209,6 +225,8 @@ class Engine:
         self.retaken = 0
         #: the last step, when the next may repeat it
         self.last: _Last | None = None
+        #: windows per call of the kernel that steps fresh gradients (0: one call a piece)
+        self.windows = WINDOWS
 
     @property
     def reload(self) -> bool:
@@ -491,6 +509,10 @@ class Engine:
         statics, names, numbers = pack(chain.scalars(group, t, values))
         if b.fmt is not None:
             return self._run_stored(task, run, guard, t, statics, names, numbers)
+        if self.windows and not guard and len(run.items) > 1 and windowed(b, task.gr):
+            wk = self._kernel(b, chain, statics, names, False, b.P, self.windows)
+            if wk is not None and wk.ready(False):  # (until it is built: the pieces below)
+                return self._run_windows(task, run, wk, numbers)
         scal = kern = None
         for p, g, bufs in self._pieces(task, run, chain.state):
             n = p.numel()
@@ -509,16 +531,35 @@ class Engine:
             run_eager(chain, statics, names, scal, p, g, bufs)
         return True
 
-    def _kernel(self, b: Bucket, chain: Chain, statics, names, guard: bool, p: Tensor):
+    def _kernel(self, b: Bucket, chain: Chain, statics, names, guard: bool, p: Tensor, windows: int = 0):
         """The bucket's kernel for these numbers' layout (None when not compiling), found
         without hashing the chain's key after the first step."""
         if self.compile is False:
             return None
-        kern = b.kernels.get((chain, statics, names, guard))
+        kern = b.kernels.get((chain, statics, names, guard, windows))
         if kern is None:
-            kern = kernel_for(chain, statics, names, p.dtype, p.device, guard, b.fmt)
-            b.kernels[(chain, statics, names, guard)] = kern
+            kern = kernel_for(chain, statics, names, p.dtype, p.device, guard, b.fmt, windows)
+            b.kernels[(chain, statics, names, guard, windows)] = kern
         return kern
+
+    def _run_windows(self, task: Task, run: Run, kern, numbers: list) -> bool:
+        """A run of fresh gradients in calls of a windows kernel (:func:`.grads.calls`):
+        the small gradients of each call staged, the others read where they lie."""
+        b = task.b
+        grads = task.gr.grads
+        scal = b.numbers.fill(numbers, b.P)
+        fn = kern.fn
+        for call in calls(b, run.a, run.c, kern.spec.windows, task.chain.state):
+            if call.views:
+                torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
+                if call.gaps:
+                    torch._foreach_zero_(call.gaps)
+            args = call.args.copy()
+            args[call.scal] = scal
+            for pos, i in call.slots:
+                args[pos] = read_in_place(b, i, grads[i])
+            _call(fn, args, call.n, True)
+        return True
 
     def _run_stored(self, task: Task, run: Run, guard: bool, t: float, statics, names, numbers) -> bool:
         """:meth:`_run`'s kernel calls for a bucket whose state is kept in a format: each

@@ -31,7 +31,7 @@ from torch import Tensor
 from ..rules.base import Chain, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
-from .body import Step, nonfinite, options, unpack
+from .body import Step, Windows, nonfinite, options, unpack
 from .formats import BLOCK, Format, StoredStep, full_width, i32, stored
 from .layout import scalar_dtype
 
@@ -293,12 +293,18 @@ def background_builds() -> bool:
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:
-    body = (Step(spec) if spec.fmt is None else StoredStep(spec)).forward
+    body = (Windows(spec) if spec.windows else Step(spec) if spec.fmt is None else StoredStep(spec)).forward
     stats["built"] += 1
     # One code object per kernel, so dynamo's per-code recompile limit is not shared.
     name = f"descent_step_{stats['built']}"
+    k = spec.windows
 
-    if spec.fmt is None:
+    if k:
+
+        def kernel(*args):
+            return body(list(args[:k]), list(args[k : 2 * k]), args[2 * k], list(args[2 * k + 1 :]))
+
+    elif spec.fmt is None:
 
         def kernel(p, g, scal, *bufs):
             return body(p, g, scal, list(bufs))
@@ -331,13 +337,16 @@ def kernel_for(
     device: torch.device,
     guard: bool = False,
     fmt: Format | None = None,
+    windows: int = 0,
 ) -> Kernel:
     """The (cached) kernel of ``chain`` with these statics for buffers of ``dtype`` on
-    ``device`` (``guard``: the ``skip_nonfinite`` variant; ``fmt``: state kept so)."""
-    k = (chain.key, statics, names, dtype, device, guard, fmt)
+    ``device`` (``guard``: the ``skip_nonfinite`` variant; ``fmt``: state kept so;
+    ``windows``: the variant that steps that many windows per call)."""
+    k = (chain.key, statics, names, dtype, device, guard, fmt, windows)
     kern = _kernels.get(k)
     if kern is None:
-        kern = _kernels[k] = Kernel(Spec(chain, statics, names, dtype, device.type, guard, fmt), device)
+        spec = Spec(chain, statics, names, dtype, device.type, guard, fmt, windows)
+        kern = _kernels[k] = Kernel(spec, device)
     return kern
 
 
