@@ -19,8 +19,8 @@ Where the chain has a *windows* kernel (one call steps up to ``k`` windows, each
 own length; CPU buckets, state in the params' dtype), a run of fresh gradients is
 stepped in :func:`calls` instead: every param of at least :data:`ALONE` elements is a
 window read where its gradient lies, consecutive smaller ones are staged together into
-one window, and ``k`` windows go in one call. That removes both the copy of every
-gradient under 64 K elements and the per-call cost of every large one.
+one window, and ``k`` windows go in one call: gradients of 16 K … 64 K elements are no
+longer copied, and a large one no longer costs a call of its own.
 """
 
 from __future__ import annotations
