@@ -397,6 +397,31 @@ def dcp_compact(rank: int, world: int, name: str, state_dtype: str, path: str) -
     return {"params": uninterrupted, "resumed": [full(p) for p in m2.parameters()]}
 
 
+def compact_resume_one_process(name: str, path: str, impl: str) -> list[torch.Tensor]:
+    """Load an 8-bit checkpoint saved by 2 ranks into one process (another block layout:
+    a shard no longer starts a block), by the documented route: ``dcp_to_torch_save``
+    gathers it (codes whole, one row of block scales per shard), then descent takes it as
+    it is (``impl="descent"``: decoded shard by shard, encoded in its own blocks) or
+    torch.optim through ``dequantize_state_dict``; train on from DCP_SAVE_AT."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    gathered = f"{path}.pt"
+    dcp_to_torch_save(path, gathered)
+    full = torch.load(gathered, weights_only=False)
+    m = compact_model(seed=1)
+    cls, kw = OPTIMIZERS[name]
+    if impl == "descent":
+        opt, optim = getattr(descent, cls)(m.parameters(), **kw, state_dtype="8bit"), full["optim"]
+    else:
+        opt = getattr(torch.optim, cls)(m.parameters(), **kw)
+        optim = descent.dequantize_state_dict(full["optim"])
+    set_model_state_dict(m, full["model"])
+    set_optimizer_state_dict(m, opt, optim)
+    compact_train(m, opt, DCP_SAVE_AT, STEPS)
+    return [p.detach().clone() for p in m.parameters()]
+
+
 def hsdp_compact(rank: int, world: int, path: str) -> dict:
     """8-bit state on a 2-D mesh (1 replica × 2 shards, HSDP's placements: Replicate,
     Shard(0)): the block scales' DTensor is replicated and sharded as the params are, and

@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 from dist_harness import result, worst_error
-from dist_scenarios import FORMAT_CASES, compact_float_reference, compact_reference
+from dist_scenarios import (
+    FORMAT_CASES,
+    compact_float_reference,
+    compact_reference,
+    compact_resume_one_process,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,22 @@ def test_dcp_resumes_compact_state_exactly(ranks, name, fmt):
         res = result(ranks, f"dcp-compact/{name}/{fmt}", rank)
         for resumed, uninterrupted in zip(res["resumed"], res["params"]):
             assert torch.equal(resumed, uninterrupted)
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+@pytest.mark.parametrize("impl", ["descent", "torch"])
+def test_an_8bit_checkpoint_of_two_ranks_resumes_in_one_process(ranks, ckpt_dir, impl):
+    """Another sharding means other 8-bit blocks: the gathered checkpoint is decoded shard
+    by shard, then encoded in the new blocks (descent) or taken as float32 (torch.optim),
+    and the run ends close to the uninterrupted 2-rank run (not bit for bit: the codes
+    are re-encoded). Measured: 0.020 (descent) and 0.012 (torch.optim) from it, 0.030 and
+    0.027 from float32 state; the gathered codes read as one flat run of blocks instead
+    end 0.083 away."""
+    uninterrupted = result(ranks, "dcp-compact/Adam/8bit")["params"]
+    resumed = compact_resume_one_process("Adam", f"{ckpt_dir}/Adam-8bit", impl)
+    err = worst_error(resumed, uninterrupted)
+    assert 0 < err <= 4e-2, err
+    assert worst_error(resumed, compact_float_reference("Adam")) <= 5e-2
 
 
 def test_stochastic_rounding_of_sharded_bfloat16_params(ranks):

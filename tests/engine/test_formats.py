@@ -455,3 +455,49 @@ def test_an_8bit_dcp_checkpoint_is_refused_by_float32_state(tmp_path):
         with pytest.raises(BaseException) as err:
             dcp.load(state, checkpoint_id=str(tmp_path))
         assert "Missing key" in repr(getattr(err.value, "failures", err.value)), cls
+
+
+def test_a_gathered_sharded_checkpoint_decodes_shard_by_shard():
+    """FSDP2's gathered 8-bit state (``full_state_dict=True``, or ``dcp_to_torch_save`` of
+    a sharded checkpoint) holds the whole param's codes and one row of block scales per
+    shard, each shard (``torch.chunk`` of dim 0) starting a block: decoding it gives each
+    shard's own values, it loads into torch.optim through ``dequantize_state_dict`` and
+    into a one-process 8-bit optimizer directly (re-encoded in that one's blocks)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(70, 128, generator=gen)  # shards of 35 rows: 4,480 elements, a partial last block
+    for world in (2, 3, 4):
+        shards = x.chunk(world)
+        coded = [formats.encode(s.reshape(-1)) for s in shards]
+        most = max(sc.numel() for _, sc in coded)
+        rows = torch.zeros(world, most)
+        for r, (_, sc) in enumerate(coded):
+            rows[r, : sc.numel()] = sc
+        codes = torch.cat([c.reshape(s.shape) for (c, _), s in zip(coded, shards)])
+        want = torch.cat([formats.decode(c, sc).reshape(s.shape) for (c, sc), s in zip(coded, shards)])
+        got = formats.decode_like(codes, rows)
+        assert torch.equal(got, want), world
+        assert (got - x).abs().max() <= 0.04 * x.abs().max()  # and they are x's values (8-bit)
+        # shards ending in a partial block, read as one flat run of blocks (how a gathered
+        # checkpoint was decoded before): other values
+        flat = formats.decode(codes.reshape(-1), rows.reshape(-1)[: formats.blocks(codes.numel())])
+        assert world != 2 or not torch.equal(flat, want.reshape(-1))
+    with pytest.raises(ValueError, match=r"do not fit block scales of shape \(2, 3\)"):
+        formats.decode_like(codes, torch.ones(2, 3))
+
+    # a gathered sharded checkpoint loads into torch.optim and into descent in one process
+    p = torch.nn.Parameter(torch.zeros(70, 128))
+    gathered = {"state": {0: {"step": torch.tensor(3.0), "exp_avg.codes": codes, "exp_avg.absmax": rows,
+                              "exp_avg_sq": torch.ones(70, 128)}},
+                "param_groups": [{**torch.optim.Adam([p]).param_groups[0], "params": [0]}]}  # fmt: skip
+    plain = descent.dequantize_state_dict(gathered)
+    assert torch.equal(plain["state"][0]["exp_avg"], want)
+    ref = torch.optim.Adam([p])
+    ref.load_state_dict(copy.deepcopy(plain))
+    assert torch.equal(ref.state[p]["exp_avg"], want)
+    q = torch.nn.Parameter(torch.zeros(70, 128))
+    ours = descent.Adam([q], state_dtype="8bit")
+    ours.load_state_dict(copy.deepcopy(gathered))
+    q.grad = torch.zeros_like(q)
+    ours.step()  # (the state is taken over at the step)
+    back = descent.dequantize_state_dict(ours.state_dict())["state"][0]["exp_avg"]
+    assert (back - 0.9 * want).abs().max() <= 0.04 * want.abs().max()

@@ -323,7 +323,19 @@ def decode(codes: Tensor, scales: Tensor) -> Tensor:
 
 def decode_like(codes: Tensor, scales: Tensor) -> Tensor:
     """float32 values of ``codes`` of any shape, blocks running over their elements in
-    order (a state tensor as ``optimizer.state`` or a checkpoint holds it)."""
+    order (a state tensor as ``optimizer.state`` or a checkpoint holds it). 2-D
+    ``scales`` are a sharded param's, one row per shard, as a gathered checkpoint of
+    FSDP2 holds them (``get_optimizer_state_dict(..., full_state_dict=True)``, or
+    ``dcp_to_torch_save``): the shards are ``torch.chunk`` of dim 0, FSDP2's default
+    ``Shard(0)``, each starting a block of its own."""
+    if scales.dim() == 2 and codes.dim() >= 1 and codes.shape[0] > 0:
+        parts = codes.chunk(scales.shape[0])
+        if sum(blocks(c.numel()) > scales.shape[1] for c in parts):
+            raise ValueError(
+                f"8-bit codes of shape {tuple(codes.shape)} do not fit block scales of shape "
+                f"{tuple(scales.shape)} (one row per shard of dim 0)"
+            )
+        return torch.cat([decode_like(c, row[: blocks(c.numel())]) for c, row in zip(parts, scales)])
     return decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(codes.shape)
 
 

@@ -257,6 +257,12 @@ def _load_compact(b: Bucket, name: str, i: int, old: Tensor, scales: Tensor | No
                 f"{b.fmt.describe() if b.fmt else view.dtype} state; give float values, or the codes "
                 f"with their block scales under {name + SCALE_SUFFIX!r}"
             )
+        gathered = isinstance(scales, Tensor) and scales.dim() == 2 and not hasattr(scales, "to_local")
+        if gathered and not b.sharded:
+            # a gathered checkpoint of a sharded param (one row of scales per shard):
+            # decoded shard by shard, encoded again in this bucket's blocks
+            b.load_state(name, i, formats.decode_like(old.detach(), scales.detach()).to(view.device))
+            return
         want = b.scale_view(name, i)
         if not isinstance(scales, Tensor) or scales.numel() != want.numel():
             raise StateEditError(
