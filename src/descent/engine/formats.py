@@ -330,7 +330,7 @@ def decode_like(codes: Tensor, scales: Tensor) -> Tensor:
     ``Shard(0)``, each starting a block of its own."""
     if scales.dim() == 2 and codes.dim() >= 1 and codes.shape[0] > 0:
         parts = codes.chunk(scales.shape[0])
-        if sum(blocks(c.numel()) > scales.shape[1] for c in parts):
+        if any(blocks(c.numel()) > scales.shape[1] for c in parts):
             raise ValueError(
                 f"8-bit codes of shape {tuple(codes.shape)} do not fit block scales of shape "
                 f"{tuple(scales.shape)} (one row per shard of dim 0)"

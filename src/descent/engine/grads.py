@@ -186,10 +186,11 @@ def _fresh(b: Bucket, a: int, c: int) -> list[Item]:
     return out
 
 
-def _chunk(b: Bucket, i: int, j: int) -> Item:
-    """Small params ``i..j-1`` staged together: the staging views each gradient is copied
-    into (laid out as its param is in the flat buffer) and the gaps between them, which
-    are zeroed so the kernel never reads a stale gradient there."""
+def _chunk(b: Bucket, i: int, j: int, base: int = 0) -> Item:
+    """Small params ``i..j-1`` staged together, from element ``base`` of the staging
+    buffer on: the staging views each gradient is copied into (laid out as its param is
+    in the flat buffer) and the gaps between them, which are zeroed so the kernel never
+    reads a stale gradient there."""
     lo, hi = b.span(i, j)
     if b.staging is None:  # every chunk spans at most STAGE elements (a lone param is "one")
         b.staging = staggered(min(STAGE, b.size), 1, 0.0, dtype=b.dtype, device=b.device)
@@ -198,10 +199,10 @@ def _chunk(b: Bucket, i: int, j: int) -> Item:
     gaps = []
     for k in range(i, j):
         p = b.params[k]
-        off = b.starts[k] - lo
+        off = base + b.starts[k] - lo
         views.append(s.as_strided(p.shape, p.stride(), s.storage_offset() + off))
-        end = b.ends[k] - lo
-        stop = (b.starts[k + 1] if k + 1 < j else hi) - lo
+        end = base + b.ends[k] - lo
+        stop = base + (b.starts[k + 1] if k + 1 < j else hi) - lo
         if stop > end:
             gaps.append(window(s, end, stop))
     return ("chunk", i, j, lo, hi, views, gaps)
@@ -315,19 +316,12 @@ def _call_of(b: Bucket, windows: list[tuple[int, int]], k: int, names: Sequence[
             bufs += sb
             n += b.numels[i]
             continue
-        lo, hi = b.span(i, j)
-        if b.staging is None:
-            b.staging = staggered(min(STAGE, b.size), 1, 0.0, dtype=b.dtype, device=b.device)
-        s = b.staging
-        for q in range(i, j):
-            p = b.params[q]
-            views.append(s.as_strided(p.shape, p.stride(), s.storage_offset() + base + b.starts[q] - lo))
-            staged.append(q)
-            stop = (b.starts[q + 1] if q + 1 < j else hi) - lo
-            if stop > b.ends[q] - lo:
-                gaps.append(window(s, base + b.ends[q] - lo, base + stop))
+        _, _, _, lo, hi, v, z = _chunk(b, i, j, base)  # several chunks a call: each its own part
+        views += v
+        gaps += z
+        staged += range(i, j)
         ps.append(window(b.P, lo, hi))
-        gs.append(window(s, base, base + hi - lo))
+        gs.append(window(b.staging, base, base + hi - lo))
         bufs += b.bufs(names, lo, hi)
         base += hi - lo
         n += hi - lo
