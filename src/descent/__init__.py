@@ -49,6 +49,8 @@ _FROM_TORCH = ("ASGD", "LBFGS", "Rprop", "SparseAdam")
 def __getattr__(name: str) -> Any:
     if name == "numpy":
         return importlib.import_module(".numpy", __name__)
+    if name == "ReshardPlanner":  # (torch.distributed.checkpoint imported only when asked for)
+        return importlib.import_module(".checkpoint", __name__).ReshardPlanner
     if name in _FROM_TORCH:
         import torch.optim
 
@@ -76,6 +78,7 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "ReshardPlanner",
     "RuleOptimizer",
     "SGDScheduleFree",
     "compose",

@@ -455,6 +455,121 @@ def hsdp_compact(rank: int, world: int, path: str) -> dict:
     }
 
 
+def dcp_restore_resharded(m: nn.Module, opt, path: str) -> None:
+    """:func:`dcp_restore` of a checkpoint saved on another sharding: descent's planner
+    lets the 8-bit block scales through whole, for the optimizer to re-encode."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    state = dcp_state(m, opt)
+    dcp.load(state, checkpoint_id=path, planner=descent.ReshardPlanner())
+    set_model_state_dict(m, state["model"])
+    set_optimizer_state_dict(m, opt, state["optim"])
+
+
+def hsdp_model(seed: int, mesh) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    m = compact_model(seed)
+    for layer in m:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(m, mesh=mesh)
+
+
+def dcp_reshard(rank: int, world: int, saved: str, path: str) -> dict:
+    """8-bit Adam checkpoints across world sizes of the shards: the 2-rank checkpoint of
+    ``dcp-compact/Adam/8bit`` (``saved``, step 5) loaded where every param is one shard
+    (a (2, 1) mesh: 2 replicas of 1 shard), and one saved there loaded on 2 shards; each
+    resumed run trains on to step 10. Without the planner DCP refuses the scales."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
+    refused = ""
+    m0 = hsdp_model(1, mesh)
+    try:
+        dcp_restore(m0, compact_optimizer("Adam", m0.parameters(), "8bit"), saved)
+    except CheckpointException as exc:  # DCP's own error, on another sharding without the planner
+        refused = str(exc)
+    m = hsdp_model(1, mesh)
+    opt = compact_optimizer("Adam", m.parameters(), "8bit")
+    dcp_restore_resharded(m, opt, saved)
+    compact_train(m, opt, DCP_SAVE_AT, STEPS)
+    scales = [tuple(v.shape) for k, v in opt.state_dict()["state"][0].items() if k.endswith(".absmax")]
+    from_two = [full(p) for p in m.parameters()]
+
+    one = hsdp_model(0, mesh)  # trained on one shard, saved, trained on (uninterrupted)
+    opt1 = compact_optimizer("Adam", one.parameters(), "8bit")
+    compact_train(one, opt1, 0, DCP_SAVE_AT)
+    dcp.save(dcp_state(one, opt1), checkpoint_id=path)
+    compact_train(one, opt1, DCP_SAVE_AT, STEPS)
+    m2 = shard(compact_model(seed=1), "layers+root")
+    opt2 = compact_optimizer("Adam", m2.parameters(), "8bit")
+    dcp_restore_resharded(m2, opt2, path)
+    compact_train(m2, opt2, DCP_SAVE_AT, STEPS)
+    # across formats: torch.optim's float32 checkpoint into 8-bit state, 8-bit into float32
+    torch_run = shard(compact_model(), "layers+root")
+    topt = optimizer("Adam", torch_run.parameters(), "torch")
+    compact_train(torch_run, topt, 0, DCP_SAVE_AT)
+    dcp.save(dcp_state(torch_run, topt), checkpoint_id=f"{path}-torch")
+    compact_train(torch_run, topt, DCP_SAVE_AT, STEPS)
+    m3 = shard(compact_model(seed=1), "layers+root")
+    opt3 = compact_optimizer("Adam", m3.parameters(), "8bit")
+    dcp_restore_resharded(m3, opt3, f"{path}-torch")
+    compact_train(m3, opt3, DCP_SAVE_AT, STEPS)
+    m4 = shard(compact_model(seed=1), "layers+root")
+    opt4 = optimizer("Adam", m4.parameters())
+    dcp_restore_resharded(m4, opt4, saved)
+    compact_train(m4, opt4, DCP_SAVE_AT, STEPS)
+    # the gathered checkpoint (codes whole, a row of scales per saved shard) into sharded
+    # optimizers of 1 and 2 shards
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    if rank == 0:
+        dcp_to_torch_save(saved, f"{path}-gathered.pt")
+    dist.barrier()
+    gathered = {}
+    for shape in ((world, 1), (1, world)):
+        whole = torch.load(f"{path}-gathered.pt", weights_only=False)  # (loading distributes it in place)
+        m5 = hsdp_model(1, init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard")))
+        opt5 = compact_optimizer("Adam", m5.parameters(), "8bit")
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(m5, whole["model"], options=options)
+        set_optimizer_state_dict(m5, opt5, whole["optim"], options=options)
+        compact_train(m5, opt5, DCP_SAVE_AT, STEPS)
+        gathered[shape[1]] = [full(p) for p in m5.parameters()]
+    return {
+        "refused": refused,
+        "gathered": gathered,
+        "torch": [full(p) for p in torch_run.parameters()],
+        "torch_into_8bit": [full(p) for p in m3.parameters()],
+        "8bit_into_float": [full(p) for p in m4.parameters()],
+        "float_keys": sorted(opt4.state_dict()["state"][0]),
+        "scales": scales,
+        "scales_two": [tuple(v.shape) for k, v in opt2.state_dict()["state"][0].items() if k.endswith("max")],
+        "from_two": from_two,
+        "one_shard": [full(p) for p in one.parameters()],
+        "from_one": [full(p) for p in m2.parameters()],
+    }
+
+
+def compact_resume_dcp_one_process(name: str, path: str) -> list[torch.Tensor]:
+    """The 2-rank 8-bit checkpoint loaded straight from DCP into one process (no process
+    group) with descent's planner; train on from DCP_SAVE_AT."""
+    m = compact_model(seed=1)
+    opt = compact_optimizer(name, m.parameters(), "8bit")
+    dcp_restore_resharded(m, opt, path)
+    compact_train(m, opt, DCP_SAVE_AT, STEPS)
+    return [p.detach().clone() for p in m.parameters()]
+
+
 def fsdp_rounding(rank: int, world: int, sr: bool) -> dict:
     """bfloat16 params under FSDP2, SGD with steps below half a bfloat16 ulp: kept on
     average with ``stochastic_rounding=True``, lost every time without."""
@@ -525,6 +640,7 @@ def cases(ckpt_dir: str) -> list[tuple[str, object, tuple]]:
     for sr in (False, True):
         out.append((f"fsdp-rounding/sr{int(sr)}", fsdp_rounding, (sr,)))
     out.append(("hsdp-compact", hsdp_compact, (f"{ckpt_dir}/hsdp-8bit",)))
+    out.append(("dcp-reshard", dcp_reshard, (f"{ckpt_dir}/Adam-8bit", f"{ckpt_dir}/one-shard-8bit")))
     return out
 
 

@@ -501,3 +501,40 @@ def test_a_gathered_sharded_checkpoint_decodes_shard_by_shard():
     ours.step()  # (the state is taken over at the step)
     back = descent.dequantize_state_dict(ours.state_dict())["state"][0]["exp_avg"]
     assert (back - 0.9 * want).abs().max() <= 0.04 * want.abs().max()
+
+
+def test_rows_of_another_sharding_decode_in_the_blocks_they_were_saved_in():
+    """A rank of a new sharding holds rows of the saved tensor that start and end anywhere
+    in the saved shards' blocks: ``decode_rows`` gives exactly the values those shards'
+    own decoding gives, for every row window (one process's 1-D scales included)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(70, 100, generator=gen)  # rows of 100: shards start mid-block
+    for saved in (1, 2, 3, 4):
+        shards = x.chunk(saved)
+        coded = [formats.encode(s.reshape(-1)) for s in shards]
+        most = max(sc.numel() for _, sc in coded)
+        rows = torch.zeros(saved, most)
+        for r, (_, sc) in enumerate(coded):
+            rows[r, : sc.numel()] = sc
+        codes = torch.cat([c.reshape(s.shape) for (c, _), s in zip(coded, shards)])
+        want = torch.cat([formats.decode(c, sc).reshape(s.shape) for (c, sc), s in zip(coded, shards)])
+        scales = rows[0] if saved == 1 else rows
+        for new in (1, 2, 3, 5, 8):  # every rank of another world size (torch.chunk's rows)
+            first = 0
+            for part in codes.chunk(new):
+                got = formats.decode_rows(part, scales, 70, first)
+                assert torch.equal(got, want[first : first + part.shape[0]]), (saved, new, first)
+                first += part.shape[0]
+        # a 1-D tensor (a row an element): shards start anywhere in a block
+        v = x.reshape(-1)[:5000]
+        vc = [formats.encode(s) for s in v.chunk(saved)]
+        vrows = torch.zeros(saved, max(sc.numel() for _, sc in vc))
+        for r, (_, sc) in enumerate(vc):
+            vrows[r, : sc.numel()] = sc
+        vwant = torch.cat([formats.decode(c, sc) for c, sc in vc])
+        vcodes = torch.cat([c for c, _ in vc])
+        assert torch.equal(formats.decode_rows(vcodes[1234:4321], vrows, 5000, 1234), vwant[1234:4321])
+    with pytest.raises(ValueError, match=r"do not fit block scales of shape \(2, 3\)"):
+        formats.decode_rows(codes[:10], torch.ones(2, 3), 70, 0)
+    with pytest.raises(ValueError, match=r"rows 65… of 70"):
+        formats.decode_rows(codes[:10], rows, 70, 65)

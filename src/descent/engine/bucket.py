@@ -599,6 +599,22 @@ def _global_offset(p: Tensor) -> int:
     return sum(o * st for o, st in zip(offset, stride))
 
 
+def first_rows(p: Tensor) -> tuple[int, int]:
+    """The rows (along dim 0) of DTensor ``p`` this rank's shard holds: ``(first, count)``.
+    ``ValueError`` unless ``p`` is sharded along dim 0 alone (FSDP2's ``Shard(0)``, on a
+    1-D mesh or HSDP's 2-D one)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    dims = {pl.dim for pl in p.placements if pl.is_shard()}
+    if dims != {0} or sum(pl.is_shard() for pl in p.placements) != 1:
+        raise ValueError(
+            f"descent: 8-bit state saved on another sharding is read back along dim 0 (FSDP2's "
+            f"Shard(0)); this param of shape {tuple(p.shape)} is placed as {tuple(map(str, p.placements))}"
+        )
+    shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    return int(offset[0]), int(shape[0])
+
+
 def most_blocks(p: Tensor) -> int:
     """The most 8-bit blocks any rank's shard of DTensor ``p`` holds: DTensor shards a
     dimension as ``torch.chunk`` does, so the first shard along it is the largest."""

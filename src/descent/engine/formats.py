@@ -327,16 +327,51 @@ def decode_like(codes: Tensor, scales: Tensor) -> Tensor:
     ``scales`` are a sharded param's, one row per shard, as a gathered checkpoint of
     FSDP2 holds them (``get_optimizer_state_dict(..., full_state_dict=True)``, or
     ``dcp_to_torch_save``): the shards are ``torch.chunk`` of dim 0, FSDP2's default
-    ``Shard(0)``, each starting a block of its own."""
+    ``Shard(0)``, each starting a block of its own (:func:`decode_rows`)."""
     if scales.dim() == 2 and codes.dim() >= 1 and codes.shape[0] > 0:
-        parts = codes.chunk(scales.shape[0])
-        if any(blocks(c.numel()) > scales.shape[1] for c in parts):
-            raise ValueError(
-                f"8-bit codes of shape {tuple(codes.shape)} do not fit block scales of shape "
-                f"{tuple(scales.shape)} (one row per shard of dim 0)"
-            )
-        return torch.cat([decode_like(c, row[: blocks(c.numel())]) for c, row in zip(parts, scales)])
+        return decode_rows(codes, scales, codes.shape[0], 0)
     return decode(codes.reshape(-1), scales.reshape(-1).float()).reshape(codes.shape)
+
+
+def decode_rows(codes: Tensor, scales: Tensor, rows: int, first: int) -> Tensor:
+    """float32 values of ``codes``, rows ``first …`` (along dim 0) of a tensor of ``rows``
+    rows whose 8-bit blocks were laid shard by shard: ``scales`` has one row per shard
+    (``scales.shape[0]`` shards of dim 0, cut as ``torch.chunk`` cuts them: FSDP2's
+    ``Shard(0)``), and each shard starts a block of its own; 1-D ``scales`` are those of
+    one shard, the whole tensor. ``codes`` may start and end anywhere in those shards:
+    they are another sharding's part of the tensor (a checkpoint loaded on another world
+    size), or the whole of it. ``ValueError`` when the codes do not fit the scales."""
+    if scales.dim() == 1:
+        scales = scales[None]
+    if scales.dim() != 2 or codes.dim() == 0 or not 0 <= first <= first + codes.shape[0] <= rows:
+        raise ValueError(
+            f"8-bit codes of shape {tuple(codes.shape)} (rows {first}… of {rows}) do not fit block "
+            f"scales of shape {tuple(scales.shape)} (one row per shard of dim 0)"
+        )
+    shards, most = scales.shape
+    per = -(-rows // shards)  # rows a shard holds (torch.chunk; the last ones may hold fewer or none)
+    width = codes[0].numel() if codes.shape[0] else 0  # elements a row
+    flat = codes.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.float32, device=codes.device)
+    last = first + codes.shape[0]
+    for s in range(first // per, -(-last // per)):
+        a, e = max(first, s * per), min(last, (s + 1) * per)
+        if a >= e:
+            continue
+        at = (a - s * per) * width  # where the part starts in its shard
+        lead = at % BLOCK
+        part = flat[(a - first) * width : (e - first) * width]
+        nb = blocks(lead + part.numel())
+        if at // BLOCK + nb > most:
+            raise ValueError(
+                f"8-bit codes of shape {tuple(codes.shape)} (rows {first}… of {rows}) do not fit block "
+                f"scales of shape {tuple(scales.shape)} (one row per shard of dim 0)"
+            )
+        if lead:  # the part starts inside a block: decoded from the block's start
+            part = torch.cat([part.new_zeros(lead), part])
+        row = scales[s, at // BLOCK : at // BLOCK + nb].float()
+        out[(a - first) * width : (e - first) * width] = decode(part, row)[lead:]
+    return out.reshape(codes.shape)
 
 
 def _decode(cb: Tensor, scales: Tensor) -> Tensor:

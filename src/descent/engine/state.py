@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..rules.base import Chain
 from . import formats
-from .bucket import Bucket, _local_like
+from .bucket import Bucket, _local_like, first_rows, most_blocks
 from .formats import CODES_SUFFIX, SCALE_SUFFIX
 from .layout import alone, dense
 from .tracked import TrackedEntry, TrackedState, version
@@ -263,6 +263,11 @@ def _load_compact(b: Bucket, name: str, i: int, old: Tensor, scales: Tensor | No
             # decoded shard by shard, encoded again in this bucket's blocks
             b.load_state(name, i, formats.decode_like(old.detach(), scales.detach()).to(view.device))
             return
+        if b.sharded and isinstance(scales, Tensor):
+            values = _resharded(b, i, old, scales, key)
+            if values is not None:  # saved on another sharding: decoded, encoded in this one's blocks
+                b.load_state(name, i, values)
+                return
         want = b.scale_view(name, i)
         if not isinstance(scales, Tensor) or scales.numel() != want.numel():
             raise StateEditError(
@@ -285,22 +290,49 @@ def _load_compact(b: Bucket, name: str, i: int, old: Tensor, scales: Tensor | No
 
 def _decoded(b: Bucket, i: int, codes: Tensor, scales: Tensor, view: Tensor) -> Tensor:
     """8-bit ``codes`` with their block ``scales`` (a checkpoint's) as float values shaped
-    like ``view`` (a sharded param's: a DTensor placed like it, decoded shard by shard)."""
+    like ``view`` (a sharded param's: a DTensor placed like it, decoded shard by shard,
+    from this sharding's blocks or another's)."""
     if not b.sharded:
         return formats.decode_like(codes, scales).reshape(view.shape)
     p = b.params[i]
-    local = _local_like(codes, p, "codes")
-    rows = scales.to_local() if hasattr(scales, "to_local") else scales
-    flat = local.reshape(-1)
-    values = formats.decode(flat, rows.reshape(-1)[: formats.blocks(flat.numel())].float())
+    values = _resharded(b, i, codes, scales, "codes")
+    if values is None:
+        local = _local_like(codes, p, "codes")
+        rows = scales.to_local() if hasattr(scales, "to_local") else scales
+        flat = local.reshape(-1)
+        values = formats.decode(flat, rows.reshape(-1)[: formats.blocks(flat.numel())].float())
+        values = values.reshape(local.shape)
     return type(view).from_local(
-        values.reshape(local.shape),
-        p.device_mesh,
-        p.placements,
-        run_check=False,
-        shape=p.shape,
-        stride=p.stride(),
+        values, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
     )
+
+
+def _resharded(b: Bucket, i: int, codes: Tensor, scales: Tensor, key: str) -> Tensor | None:
+    """This rank's float32 values of a sharded param's 8-bit state whose block ``scales``
+    come from another sharding (another world size, one process, or a gathered
+    checkpoint's rows): the codes of this rank's rows decoded in the blocks they were
+    saved in (:func:`.formats.decode_rows`). None when the scales are this sharding's
+    own: the DTensor of :meth:`.Bucket.scale_view`'s shape, or this rank's row of it.
+    ``codes``: a DTensor like the param (placed any way), the whole tensor, or this
+    rank's part."""
+    p = b.params[i]
+    mesh = p.device_mesh
+    shards = [mesh.size(d) for d, pl in enumerate(p.placements) if pl.is_shard()]
+    own = (*shards, most_blocks(p))
+    if hasattr(scales, "full_tensor"):  # a DTensor: one row per shard of its sharding
+        if tuple(scales.shape) == own:
+            return None
+        scales = scales.full_tensor()  # (every rank loads the same entries in the same order)
+    elif tuple(scales.shape) == (*[1] * len(shards), own[-1]):
+        return None  # this rank's row
+    first, count = first_rows(p)
+    if hasattr(codes, "full_tensor"):
+        local = _local_like(codes, p, key)
+    elif tuple(codes.shape) == tuple(p.shape):
+        local = codes[first : first + count]
+    else:
+        local = _local_like(codes, p, key)
+    return formats.decode_rows(local.detach(), scales.detach().to(local.device), p.shape[0], first)
 
 
 def _own(t: Tensor) -> bool:
