@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from ..rules.base import Chain
 from . import formats
 from .body import nonfinite
 from .bucket import Bucket
+from .formats import MIN_NUMEL
 from .grads import WINDOWS, Grads, calls, collect, items, piece, pieces, read_in_place
 from .kernels import (
     KERNEL_MIN,
@@ -38,7 +39,7 @@ from .kernels import (
     run_stored,
     warn,
 )
-from .layout import plan, real_dtype
+from .layout import flattenable, held, plan, real_dtype
 from .state import StateKeeper
 from .tracked import version
 
@@ -57,6 +58,10 @@ class _Group:
     #: params listed more than once (torch.optim warns, and steps them once per listing):
     #: (bucket, index) for each extra listing
     repeats: list[tuple[Bucket, int]]
+    #: params stepped in their own storage only because another tensor held it when the
+    #: buckets were made (:func:`.layout.held`), and the step at which to look again
+    waiting: list = field(default_factory=list)
+    retry: int = 0
 
     def holds(self, group: dict) -> bool:
         """``group`` is the one the buckets were built for, with the same params."""
@@ -227,6 +232,9 @@ class Engine:
         self.last: _Last | None = None
         #: windows per call of the kernel that steps fresh gradients (0: one call a piece)
         self.windows = WINDOWS
+        #: steps taken (when to look again at params another tensor held, see _movable)
+        self.count = 0
+        self.warned_held = False
 
     @property
     def reload(self) -> bool:
@@ -268,6 +276,7 @@ class Engine:
     # -- the step ------------------------------------------------------------------------
     def step(self, groups: Sequence[dict], state: dict) -> None:
         """One step of every group, reading and updating ``state`` (``optimizer.state``)."""
+        self.count += 1
         tasks = self._again(groups, state)
         if tasks is None:
             self.last = None
@@ -336,6 +345,8 @@ class Engine:
         for gi, (group, mine, chain) in enumerate(zip(groups, last.groups, last.chains)):
             if group is not mine or not entries[gi].holds(group) or self.chain_for(group) is not chain:
                 return None
+            if entries[gi].waiting and self._movable(entries[gi]):
+                return None
         tasks = last.tasks
         for t in tasks:
             b = t.b
@@ -376,6 +387,7 @@ class Engine:
         """The prologue of a step whose gradients arrive one by one: a task per bucket,
         to be stepped with :meth:`step_some`."""
         self.last = None
+        self.count += 1
         return [
             Task(group, chain, b, None, name, [])
             for group, chain, entry, name in self._prologue(groups, state)
@@ -623,6 +635,7 @@ class Engine:
             or not entry.holds(group)
             or not all(b.intact() for b in entry.buckets)
             or any(b.retiled() for b in entry.buckets)
+            or (entry.waiting and self._movable(entry))
         )
         if fresh:
             if entry is not None and any(b.taken() for b in entry.buckets):
@@ -630,12 +643,44 @@ class Engine:
             unique = list({id(p): p for p in params}.values())
             buckets = self._buckets(unique, gi)
             entry = _Group(group, params, list(params), version(params), buckets, _repeats(params, buckets))
+            entry.waiting = [p for b in buckets if not b.flat and not b.sharded for p in b.params if held(p)]
+            entry.retry = 2 * self.count
+            if entry.waiting:
+                self._held(entry.waiting)
             self.groups[gi] = entry
         for b in entry.buckets:
             grown = self.keeper.prepare(b, chain, group)
             if fresh or self.keeper.reload or (grown and 1 in b.exposed):
                 self.keeper.adopt(state, b, chain, group, fresh=fresh)
         return entry
+
+    def _movable(self, entry: _Group) -> bool:
+        """Whether a param another tensor held when ``entry``'s buckets were made can move
+        into a flat buffer now (the buckets are then made again, the state carried over
+        and, with ``state_dtype``, compacted). Looked at on steps 2, 4, 8, …: a param
+        held for good (an alias the user keeps) costs next to nothing."""
+        if self.count < entry.retry:
+            return False
+        if any(map(flattenable, entry.waiting)):
+            return True
+        entry.retry = 2 * self.count
+        return False
+
+    def _held(self, params: list) -> None:
+        """Say once that compact state waits for params another tensor holds."""
+        if self.warned_held or (self.state_dtype is None and not self.sr):
+            return
+        big = [p for p in params if p.numel() >= MIN_NUMEL and p.is_floating_point()]
+        if not big:
+            return
+        self.warned_held = True
+        warn(
+            f"descent: {len(big)} param(s) of this {self.name} (the largest of shape "
+            f"{tuple(max(big, key=Tensor.numel).shape)}) keep full-precision state and are stepped "
+            "in their own storage: another tensor holds their memory (a model state_dict(), a .data "
+            "alias). They move into descent's flat buffers, and their state into the format asked "
+            "for, at a later step once nothing else holds them."
+        )
 
     def _buckets(self, params: list, gi: int) -> list[Bucket]:
         # A bucket's stochastic-rounding seed is where it lies (group, place in the plan),

@@ -121,6 +121,19 @@ def alone(p: Tensor) -> bool:
     return uses is None or uses <= _ALONE
 
 
+def held(p: Tensor) -> bool:
+    """Whether ``p`` stays out of a flat buffer only because another tensor holds its
+    memory (a ``state_dict()`` or ``.data`` alias): once that is gone, it can move
+    (:func:`flattenable`). Shared memory and views of a larger storage never can."""
+    if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not dense(p) or homed(p):
+        return False
+    s = p.untyped_storage()
+    if s.nbytes() != p.numel() * p.element_size() or (p.device.type == "cpu" and s.is_shared()):
+        return False
+    uses = _use_count(s)
+    return uses is not None and uses > _ALONE
+
+
 def flattenable(p: Tensor) -> bool:
     """Whether ``p`` can be re-homed into a flat buffer without changing what it shares."""
     if not _plain(p) or p.layout != torch.strided or p.device.type == "meta" or not dense(p):
