@@ -457,6 +457,21 @@ def test_an_8bit_dcp_checkpoint_is_refused_by_float32_state(tmp_path):
         assert "Missing key" in repr(getattr(err.value, "failures", err.value)), cls
 
 
+def _saved_shards(x, world):
+    """``x`` encoded as FSDP2 saves it on ``world`` ranks: each shard (``torch.chunk`` of
+    dim 0) in blocks of its own, its scales one row, padded to the most blocks a shard
+    has. Returns the codes (``x``'s shape), the rows of scales, and each shard's own
+    decoding (the reference)."""
+    shards = x.chunk(world)
+    coded = [formats.encode(s.reshape(-1)) for s in shards]
+    rows = torch.zeros(world, max(sc.numel() for _, sc in coded))
+    for r, (_, sc) in enumerate(coded):
+        rows[r, : sc.numel()] = sc
+    codes = torch.cat([c.reshape(s.shape) for (c, _), s in zip(coded, shards)])
+    want = torch.cat([formats.decode(c, sc).reshape(s.shape) for (c, sc), s in zip(coded, shards)])
+    return codes, rows, want
+
+
 def test_a_gathered_sharded_checkpoint_decodes_shard_by_shard():
     """FSDP2's gathered 8-bit state (``full_state_dict=True``, or ``dcp_to_torch_save`` of
     a sharded checkpoint) holds the whole param's codes and one row of block scales per
@@ -466,14 +481,7 @@ def test_a_gathered_sharded_checkpoint_decodes_shard_by_shard():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(70, 128, generator=gen)  # shards of 35 rows: 4,480 elements, a partial last block
     for world in (2, 3, 4):
-        shards = x.chunk(world)
-        coded = [formats.encode(s.reshape(-1)) for s in shards]
-        most = max(sc.numel() for _, sc in coded)
-        rows = torch.zeros(world, most)
-        for r, (_, sc) in enumerate(coded):
-            rows[r, : sc.numel()] = sc
-        codes = torch.cat([c.reshape(s.shape) for (c, _), s in zip(coded, shards)])
-        want = torch.cat([formats.decode(c, sc).reshape(s.shape) for (c, sc), s in zip(coded, shards)])
+        codes, rows, want = _saved_shards(x, world)
         got = formats.decode_like(codes, rows)
         assert torch.equal(got, want), world
         assert (got - x).abs().max() <= 0.04 * x.abs().max()  # and they are x's values (8-bit)
@@ -510,14 +518,7 @@ def test_rows_of_another_sharding_decode_in_the_blocks_they_were_saved_in():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(70, 100, generator=gen)  # rows of 100: shards start mid-block
     for saved in (1, 2, 3, 4):
-        shards = x.chunk(saved)
-        coded = [formats.encode(s.reshape(-1)) for s in shards]
-        most = max(sc.numel() for _, sc in coded)
-        rows = torch.zeros(saved, most)
-        for r, (_, sc) in enumerate(coded):
-            rows[r, : sc.numel()] = sc
-        codes = torch.cat([c.reshape(s.shape) for (c, _), s in zip(coded, shards)])
-        want = torch.cat([formats.decode(c, sc).reshape(s.shape) for (c, sc), s in zip(coded, shards)])
+        codes, rows, want = _saved_shards(x, saved)
         scales = rows[0] if saved == 1 else rows
         for new in (1, 2, 3, 5, 8):  # every rank of another world size (torch.chunk's rows)
             first = 0
@@ -526,13 +527,7 @@ def test_rows_of_another_sharding_decode_in_the_blocks_they_were_saved_in():
                 assert torch.equal(got, want[first : first + part.shape[0]]), (saved, new, first)
                 first += part.shape[0]
         # a 1-D tensor (a row an element): shards start anywhere in a block
-        v = x.reshape(-1)[:5000]
-        vc = [formats.encode(s) for s in v.chunk(saved)]
-        vrows = torch.zeros(saved, max(sc.numel() for _, sc in vc))
-        for r, (_, sc) in enumerate(vc):
-            vrows[r, : sc.numel()] = sc
-        vwant = torch.cat([formats.decode(c, sc) for c, sc in vc])
-        vcodes = torch.cat([c for c, _ in vc])
+        vcodes, vrows, vwant = _saved_shards(x.reshape(-1)[:5000], saved)
         assert torch.equal(formats.decode_rows(vcodes[1234:4321], vrows, 5000, 1234), vwant[1234:4321])
     with pytest.raises(ValueError, match=r"do not fit block scales of shape \(2, 3\)"):
         formats.decode_rows(codes[:10], torch.ones(2, 3), 70, 0)
