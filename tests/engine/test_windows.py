@@ -134,3 +134,65 @@ def test_held_gradients_take_no_windows():
     before = kernels.stats["compiled_calls"] + kernels.stats["eager_calls"]
     opt.step()
     assert kernels.stats["compiled_calls"] + kernels.stats["eager_calls"] - before == 1
+
+
+def _kernel_source(package: Path) -> str:
+    """The generated C++ of an AOTInductor package (it ships its source)."""
+    import zipfile
+
+    with zipfile.ZipFile(package) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".kernel.cpp")]
+        return z.read(name).decode()
+
+
+def _windows_spec(k: int):
+    """Momentum SGD's ``k``-window kernel spec, with its first step's numbers."""
+    from descent.engine import aot
+    from descent.engine.kernels import fresh_scalars, pack
+
+    opt = descent.SGD([torch.nn.Parameter(torch.zeros(4))], lr=0.1, momentum=0.9, compile=False)
+    group = opt.param_groups[0]
+    chain = opt.chain(group)
+    statics, names, numbers = pack(next(fresh_scalars(chain, group)))
+    return aot.Spec(chain, statics, names, torch.float32, "cpu", False, None, k), numbers
+
+
+def test_window_loops_run_without_barriers_and_keep_them_when_unsure(tmp_path, monkeypatch):
+    """Each window's loop ends without a barrier (``omp for nowait``: the windows are
+    disjoint, the parallel region's end joins the threads) when the kernel is one loop a
+    window; when it is not (a rule needing a temporary between two loops), the kernel is
+    built again with inductor's barriers. Either way it steps as the eager rule does."""
+    from descent.engine import aot
+
+    spec, numbers = _windows_spec(3)
+    aot.build(spec, tmp_path / "k.pt2")
+    source = _kernel_source(tmp_path / "k.pt2")
+    assert source.count("#pragma omp for nowait") == 3 and "#pragma omp for\n" not in source
+
+    real = aot.unsynced
+
+    @__import__("contextlib").contextmanager
+    def miscounted(windows):
+        with real(windows) as loops:
+            yield loops
+            loops[0] += 1  # as if a window had taken two loops
+
+    monkeypatch.setattr(aot, "unsynced", miscounted)
+    aot.build(spec, tmp_path / "safe.pt2")
+    source = _kernel_source(tmp_path / "safe.pt2")
+    assert "nowait" not in source and source.count("#pragma omp for\n") == 3
+
+    gen = torch.Generator().manual_seed(0)
+    scal = torch.tensor(numbers, dtype=torch.float32)
+    for package in ("k.pt2", "safe.pt2"):
+        fn = aot.load(tmp_path / package, torch.device("cpu")).run
+        sizes = (5000, 70001, 16)
+        ps = [torch.randn(n, generator=gen) for n in sizes]
+        gs = [torch.randn(n, generator=gen) for n in sizes]
+        bufs = [torch.randn(n, generator=gen) for n in sizes]
+        want = [(p.clone(), b.clone()) for p, b in zip(ps, bufs)]
+        for (p, b), g in zip(want, gs):  # the rule run eagerly, window by window
+            kernels.run_eager(spec.chain, spec.statics, spec.names, scal, p, g, [b])
+        fn([*ps, *gs, scal, *bufs])
+        for (p, b), q, c in zip(want, ps, bufs):
+            assert torch.equal(q, p) and torch.equal(c, b)

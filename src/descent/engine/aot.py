@@ -119,7 +119,7 @@ def digest(spec: Spec) -> str:
         *(("guard",) if spec.guard else ()),
         *_sources(tuple(type(t) for t in spec.chain.transforms)),
         *((repr(spec.fmt), _source_hash(state_formats.__file__)) if spec.fmt is not None else ()),
-        *((f"windows={spec.windows}",) if spec.windows else ()),
+        *((f"windows={spec.windows}", "nowait") if spec.windows else ()),
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -225,13 +225,55 @@ def build(spec: Spec, dest: Path) -> float:
             warnings.filterwarnings("ignore", category=FutureWarning)
             module = Windows(spec) if spec.windows else Step(spec) if spec.fmt is None else StoredStep(spec)
             program = torch.export.export(module, args, dynamic_shapes=shapes)
-            with state_formats.full_width():
+            with state_formats.full_width(), unsynced(spec.windows) as loops:
                 aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
+            if loops and loops[0] != spec.windows:  # not a loop a window: built as inductor writes it
+                with state_formats.full_width():
+                    aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def unsynced(windows: int) -> Iterator[list[int]]:
+    """While a windows kernel is generated: its parallel loops without the barrier that
+    ends each (``#pragma omp for nowait``). A window's loop reads and writes only that
+    window's memory, and the windows are disjoint, so a thread done with its share of one
+    window goes on to the next; the parallel region's end still joins them. Measured on
+    the 2-core machine, Adam with fresh gradients: 611 K params 355 → 341 µs a step, 2.4 M
+    910 → 854 µs (15 barriers a call saved). Yields a list that holds, after the build, the
+    number of parallel loops written: safe only when it is one a window (a window whose
+    rule needs a second loop, over a temporary the first wrote, must keep its barriers;
+    :func:`build` then builds again without). ``windows == 0`` or another inductor: no
+    change."""
+    count: list[int] = []
+    try:
+        from torch._inductor.codegen import cpp
+    except ImportError:
+        yield count
+        return
+    level = getattr(cpp, "LoopLevel", None)
+    if not windows or level is None or "lines" not in vars(level):
+        yield count
+        return
+    lines = vars(level)["lines"]
+    count.append(0)
+
+    def unsynced_lines(self):
+        out = lines(self)
+        if out and out[0].startswith("#pragma omp for"):
+            count[0] += 1
+            out = [out[0].replace("#pragma omp for", "#pragma omp for nowait", 1), *out[1:]]
+        return out
+
+    level.lines = unsynced_lines
+    try:
+        yield count
+    finally:
+        level.lines = lines
 
 
 def _format_args(spec: Spec, args: tuple, size) -> tuple[tuple, tuple]:
