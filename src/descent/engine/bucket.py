@@ -10,6 +10,7 @@ same rule on the tensor itself; the DTensors of a group (FSDP2) share a sharded 
 
 from __future__ import annotations
 
+import array
 import operator
 from collections.abc import Sequence
 
@@ -36,6 +37,9 @@ from .layout import (
 _grad = operator.attrgetter("grad")
 _eq = operator.eq
 _data_ptr = Tensor.data_ptr
+
+#: the Python array type codes of host buffer dtypes
+_CODES = {torch.float32: "f", torch.float64: "d"}
 
 
 class Bucket:
@@ -92,6 +96,10 @@ class Bucket:
         #: the ``_version`` of each host buffer after descent last wrote it: an in-place
         #: edit of an exposed ``step`` (a view of it) shows as a newer version
         self.host_versions: dict[str, int] = {}
+        #: the memory of the ``step`` host buffer as a Python array (None where it is
+        #: not one): a repeated step writes its count there without a tensor op, and so
+        #: without a new ``_version`` (which only the user's edits then change)
+        self.steps: array.array | None = None
         self.exposed = bytearray(n)
         #: per param: the ``optimizer.state`` entry and the tensors descent last put there
         self.published: list[tuple[dict, dict] | None] = [None] * n
@@ -413,7 +421,7 @@ class Bucket:
         if not self.flat or not self.params:
             return False
         g = self.params[0].grad
-        if g is None or g.layout != torch.strided:
+        if g is None or g.layout is not torch.strided:
             return False
         if self.gviews and (g is self.gviews[0] or g.data_ptr() == self.gptrs[0]):
             return False
@@ -508,7 +516,15 @@ class Bucket:
                 ]
 
     def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
-        buf = torch.full((len(self.params),), value, dtype=dtype or scalar_dtype())
+        dtype = dtype or scalar_dtype()
+        code = _CODES.get(dtype) if self.params else None
+        if code is not None:  # a tensor over a Python array's memory (kept alive by it)
+            memory = array.array(code, [value]) * len(self.params)
+            buf = torch.frombuffer(memory, dtype=dtype)
+        else:
+            memory, buf = None, torch.full((len(self.params),), value, dtype=dtype)
+        if name == "step":
+            self.steps = memory
         self.host[name] = buf
         self.host_versions[name] = buf._version
         self.t = None
@@ -518,7 +534,21 @@ class Bucket:
         """A host scalar (``step`` …) was written through ``optimizer.state`` since the
         last step: a view of the buffer edited in place (``state[p]["step"] += 1``)."""
         versions = self.host_versions
-        return any(buf._version != versions[k] for k, buf in self.host.items())
+        for k, buf in self.host.items():  # noqa: SIM110 (a loop: a generator costs more per step)
+            if buf._version != versions[k]:
+                return True
+        return False
+
+    def write_steps(self, t: float) -> None:
+        """Every param's step count := ``t``, written as descent's own (not an edit)."""
+        steps = self.steps
+        if steps is None:
+            self.host["step"].fill_(t)
+            self.host_written()
+        elif len(steps) == 1:
+            steps[0] = t
+        else:
+            steps[:] = array.array(steps.typecode, [t]) * len(steps)
 
     def host_written(self) -> None:
         """Record the host buffers' versions after descent's own writes."""

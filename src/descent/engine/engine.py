@@ -26,7 +26,7 @@ from . import formats
 from .body import nonfinite
 from .bucket import Bucket
 from .formats import MIN_NUMEL
-from .grads import WINDOWS, Grads, calls, collect, items, piece, pieces, read_in_place
+from .grads import WINDOWS, Call, Grads, calls, collect, items, piece, pieces, read_in_place
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -117,6 +117,10 @@ class Run:
     again: bool = False
 
 
+#: :meth:`Engine._calls_of` for a run with a piece the general path steps eagerly
+_GENERAL: list = []
+
+
 @dataclass
 class _Last:
     """A step that the next one repeats when nothing changed (see :meth:`Engine._again`)."""
@@ -126,6 +130,9 @@ class _Last:
     tasks: list[Task]
     #: per task: its gradients lay in its flat gradient buffer (one span)
     spans: list[bool]
+    #: per task, per layout of the rule's numbers: its kernel calls, made once
+    #: (:meth:`Engine._replay`); None where the general path must run
+    calls: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -278,6 +285,8 @@ class Engine:
         """One step of every group, reading and updating ``state`` (``optimizer.state``)."""
         self.count += 1
         tasks = self._again(groups, state)
+        if tasks is not None and self._replay(tasks, state):
+            return
         if tasks is None:
             self.last = None
             work = self._prologue(groups, state)
@@ -348,17 +357,113 @@ class Engine:
             if entries[gi].waiting and self._movable(entries[gi]):
                 return None
         tasks = last.tasks
-        for t in tasks:
+        for t, span in zip(tasks, last.spans):
             b = t.b
             if not b.uniform or not b.intact() or b.retiled() or b.host_edited():
                 return None
-        grads = [self._collect(t.b, t.name) for t in tasks]
-        for gr, span in zip(grads, last.spans):
+            gr = self._collect(b, t.name)
             if gr is None or gr.has is not None or gr.held is not None or (gr.grads is None) != span:
                 return None
-        for t, gr in zip(tasks, grads):
-            t.gr = gr
+            t.gr = gr  # (the step that plans afresh drops it: self.last is None then)
         return tasks
+
+    def _replay(self, tasks: list[Task], state: dict) -> bool:
+        """The repeated step (:meth:`_again`) as the calls the last one made, kept ready:
+        what :meth:`_run` would do for a whole bucket of one host scalar, without
+        planning it again (a small model's step is mostly that planning). False, with
+        nothing written, where the general path must run (a kernel still building, a
+        guarded step, 8-bit state, a rule whose numbers changed layout); its gradients
+        stay collected for it."""
+        last = self.last
+        if self.guard or last is None:
+            return False
+        if not last.calls:
+            last.calls = [{} for _ in tasks]
+        ready = []
+        for task, made in zip(tasks, last.calls):
+            b, chain = task.b, task.chain
+            if (
+                b.t is None
+                or not b.flat
+                or b.sharded
+                or b.fmt is not None
+                or b.dtype.is_complex
+                or len(chain.host) != 1
+            ):
+                return False
+            t = b.t + 1
+            statics, names, numbers = pack(chain.scalars(task.group, t, {"step": t}))
+            key = (statics, names, self.windows)
+            plan = made.get(key)
+            if plan is None:
+                plan = self._calls_of(task, statics, names)
+                if plan is None:  # a kernel still building: asked again next step
+                    return False
+                if len(made) >= 8:  # (a rule whose flags keep changing)
+                    made.clear()
+                made[key] = plan
+            if plan is _GENERAL:
+                return False
+            ready.append((t, numbers, plan))
+        for task, (t, numbers, plan) in zip(tasks, ready):
+            b = task.b
+            b.write_steps(t)
+            b.t = t
+            scal = b.numbers.again(numbers) if b.cpu else None
+            if scal is None:
+                scal = b.numbers.fill(numbers, b.P)
+            grads = task.gr.grads
+            for kern, call in plan:
+                if call.views:
+                    torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
+                    if call.gaps:
+                        torch._foreach_zero_(call.gaps)
+                args = call.args.copy()
+                args[call.scal] = scal
+                for pos, i in call.slots:
+                    args[pos] = read_in_place(b, i, grads[i])
+                _call(kern.fn, args, call.n, b.cpu)
+        # (nothing to settle: the state holds what it held, the host buffers were written
+        # as descent's own)
+        for task in tasks:
+            task.gr = None
+        return True
+
+    def _calls_of(self, task: Task, statics: tuple, names: tuple) -> list | None:
+        """The kernel calls :meth:`_run` makes for ``task``'s whole run, as
+        ``(kernel, Call)``: :data:`_GENERAL` where a piece runs eagerly, None while a
+        kernel is not built yet (the general path runs, and this is asked again)."""
+        b, chain, run, gr = task.b, task.chain, task.runs[0], task.gr
+        if self.windows and len(run.items) > 1 and windowed(b, gr):
+            wk = self._kernel(b, chain, statics, names, False, b.P, self.windows)
+            if wk is None or not wk.ready(False):
+                return None
+            return [(wk, c) for c in calls(b, run.a, run.c, wk.spec.windows, chain.state)]
+        kern = self._kernel(b, chain, statics, names, False, b.P)
+        if kern is None or not kern.ready(False):
+            return None
+        out = []
+        for item in run.items:
+            slots: list[tuple[int, int]] = []
+            views: list[Tensor] = []
+            gaps: list[Tensor] = []
+            staged: list[int] = []
+            if item[0] == "span":
+                p, g, bufs = b.tensors(item[1], item[2], chain.state)
+            elif item[0] == "one":
+                p, bufs = b.alone(item[1], chain.state)
+                g, slots = None, [(1, item[1])]
+            else:  # a chunk of small gradients, staged
+                _, i, j, lo, hi, views, gaps = item
+                p, g, bufs = b.staged(lo, hi, chain.state)
+                staged = list(range(i, j))
+            n = p.numel()
+            if n == 0:
+                continue
+            if p.dim() != 1 or n < KERNEL_MIN:
+                return _GENERAL
+            out.append((kern, Call([p, g, None, *bufs], 2, slots, list(views), staged, list(gaps), n)))
+        return out
 
     def _prologue(self, groups: Sequence[dict], state: dict) -> list[tuple]:
         """Buckets for every group (laid out anew where the groups changed) and the user's

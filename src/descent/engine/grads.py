@@ -114,22 +114,34 @@ def collect(b: Bucket, who: str, name: Namer) -> Grads:
     if b.grads_in_place():
         return Grads(None, None)
     params = b.params
-    grads = list(map(_grad, params))
-    has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
-    if False in has:
-        idx = [i for i, h in enumerate(has) if h]
-        given, mine, shapes = [grads[i] for i in idx], [params[i] for i in idx], [b.shapes[i] for i in idx]
+    g = params[0].grad if len(params) == 1 else None
+    if g is not None:  # one param with a gradient: the checks below without their sets
+        grads, has = [g], None
+        if (
+            g.dtype is not b.dtype
+            or g.layout is not torch.strided
+            or g.get_device() != b.device_index
+            or g.shape != b.shapes[0]
+        ):
+            _check_all(who, name, grads, params)
     else:
-        has, given, mine, shapes = None, grads, params, b.shapes
-    # The bucket's params share one dtype and device: one set of (dtype, device, layout)
-    # and the shapes catch every wrong gradient, before anything is written.
-    if given and (
-        set(map(_dtype, given)) != {b.dtype}
-        or set(map(_layout, given)) != _STRIDED
-        or set(map(_device_index, given)) != {b.device_index}
-        or list(map(_shape, given)) != shapes
-    ):
-        _check_all(who, name, given, mine)
+        grads = list(map(_grad, params))
+        has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
+        if False in has:
+            idx = [i for i, h in enumerate(has) if h]
+            given, mine = [grads[i] for i in idx], [params[i] for i in idx]
+            shapes = [b.shapes[i] for i in idx]
+        else:
+            has, given, mine, shapes = None, grads, params, b.shapes
+        # The bucket's params share one dtype and device: one set of (dtype, device, layout)
+        # and the shapes catch every wrong gradient, before anything is written.
+        if given and (
+            set(map(_dtype, given)) != {b.dtype}
+            or set(map(_layout, given)) != _STRIDED
+            or set(map(_device_index, given)) != {b.device_index}
+            or list(map(_shape, given)) != shapes
+        ):
+            _check_all(who, name, given, mine)
     if not b.flat:
         return Grads(has, grads)
     held = None

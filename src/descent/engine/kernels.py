@@ -121,6 +121,14 @@ class Numbers:
             struct.pack_into(self.format, self.host, 0, *numbers)
         return self.tensor if like.device.type == "cpu" else self.tensor.to(like.device)
 
+    def again(self, numbers: list) -> Tensor | None:
+        """:meth:`fill` for a CPU kernel whose numbers have the last fill's layout (a
+        repeated step); None when they do not."""
+        if self.key is None or self.key[0] != len(numbers) or not numbers:
+            return None
+        struct.pack_into(self.format, self.host, 0, *numbers)
+        return self.tensor
+
 
 # -- eager ------------------------------------------------------------------------------
 def run_eager(

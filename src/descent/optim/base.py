@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -188,8 +189,20 @@ class RuleOptimizer(Optimizer):
                 loss = closure()
         if self.defaults.get("fused"):
             self._check_fused()
+        groups = self.param_groups
+        if not self.whole_rules and not any(map(_differentiable, groups)):
+            # every group stepped by the engine (the common case, without the checks below)
+            grad = torch.is_grad_enabled()
+            torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object
+            try:
+                self._engine.step(groups, self.state)
+            except SparseGradient:
+                self._sparse_step()
+            finally:
+                torch._C._set_grad_enabled(grad)
+            return loss
         grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
+        torch._C._set_grad_enabled(False)
         try:
             whole = self._whole_groups()
             if whole and not self._whole_ready(whole):
@@ -387,6 +400,7 @@ def _keep_codes(opt: RuleOptimizer, state_dict: dict[str, Any]) -> None:
 
 
 _profiling = torch._C._autograd._profiler_enabled
+_differentiable = operator.methodcaller("get", "differentiable")
 
 
 def _uncompiled_step(opt: RuleOptimizer, closure: Callable[[], Any] | None) -> Any:
