@@ -103,6 +103,7 @@ def _edit(step, opts, sets, name, gen, dtype):
         ("SGD", {"momentum": 0.9, "lr": 0.01, "weight_decay": 0.01}, torch.float64, True),
         ("Adam", {"weight_decay": 0.1}, torch.float32, True),
         ("Adam", {"weight_decay": 0.1}, torch.float32, False),  # a call a piece: one, chunk
+        ("NAdam", {}, torch.float64, True),  # a host scalar advanced by the rule: mu_product
     ],
 )
 def test_replayed_steps_give_the_planned_steps_bits_and_take_every_edit(replays, name, kw, dtype, windows):
@@ -212,3 +213,32 @@ def test_a_param_moved_or_a_gradient_of_another_shape_is_still_seen(replays):
         opt.step()
     for p, was in zip(ours, before):
         assert torch.equal(p, was)
+
+
+def test_a_replay_that_cannot_go_on_leaves_the_host_scalars_as_they_were(replays, monkeypatch):
+    """A replay finds out late that it cannot run (a kernel still building): NAdam's
+    ``mu_product``, already advanced for its numbers, is put back before the general
+    path advances it, so every step advances it exactly once."""
+    original = Engine._calls_of
+    building = [3]
+
+    def not_yet(self, task, statics, names):
+        if building[0]:
+            building[0] -= 1
+            return None
+        return original(self, task, statics, names)
+
+    monkeypatch.setattr(Engine, "_calls_of", not_yet)
+    ours, theirs = _params(torch.float64, [(ALONE + 5,), (300,)], n=2)
+    opt, ref = descent.NAdam(ours, compile=True), torch.optim.NAdam(theirs)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(7):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(a.shape, dtype=torch.float64, generator=gen)
+            a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+    assert replays[:3] == [False] * 3 and replays[3:] == [True] * 3
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) <= 1e-12
+    compare_state(opt, ref, 1e-12, cast=("mu_product",))

@@ -369,11 +369,11 @@ class Engine:
 
     def _replay(self, tasks: list[Task], state: dict) -> bool:
         """The repeated step (:meth:`_again`) as the calls the last one made, kept ready:
-        what :meth:`_run` would do for a whole bucket of one host scalar, without
-        planning it again (a small model's step is mostly that planning). False, with
-        nothing written, where the general path must run (a kernel still building, a
-        guarded step, 8-bit state, a rule whose numbers changed layout); its gradients
-        stay collected for it."""
+        what :meth:`_run` does for a whole bucket, without planning it again (a small
+        model's step is mostly that planning). False, with nothing written, where the
+        general path must run (a kernel still building, a guarded step, 8-bit state, a
+        piece stepped eagerly); its gradients stay collected for it. A new layout of the
+        rule's numbers (RAdam's rectification switching on) gets its calls made then."""
         last = self.last
         if self.guard or last is None:
             return False
@@ -382,30 +382,29 @@ class Engine:
         ready = []
         for task, made in zip(tasks, last.calls):
             b, chain = task.b, task.chain
-            if (
-                b.t is None
-                or not b.flat
-                or b.sharded
-                or b.fmt is not None
-                or b.dtype.is_complex
-                or len(chain.host) != 1
-            ):
-                return False
+            if b.t is None or not b.flat or b.sharded or b.fmt is not None or b.dtype.is_complex:
+                return self._unwind(ready)
             t = b.t + 1
-            statics, names, numbers = pack(chain.scalars(task.group, t, {"step": t}))
+            if len(chain.host) == 1:
+                values, saved = {"step": t}, None
+            else:  # host scalars the rule advances (NAdam's mu_product): undone on a way back
+                host = {k: b.host[k] for k in chain.host[1:]}
+                saved = (b, {k: v.clone() for k, v in host.items()})
+                chain.advance(task.group, t, host)
+                values = {"step": t, **{k: v[0].item() for k, v in host.items()}}
+            statics, names, numbers = pack(chain.scalars(task.group, t, values))
             key = (statics, names, self.windows)
             plan = made.get(key)
             if plan is None:
                 plan = self._calls_of(task, statics, names)
-                if plan is None:  # a kernel still building: asked again next step
-                    return False
-                if len(made) >= 8:  # (a rule whose flags keep changing)
-                    made.clear()
-                made[key] = plan
-            if plan is _GENERAL:
-                return False
-            ready.append((t, numbers, plan))
-        for task, (t, numbers, plan) in zip(tasks, ready):
+                if plan is not None:  # (None: a kernel still building, asked again next step)
+                    if len(made) >= 8:  # (a rule whose flags keep changing)
+                        made.clear()
+                    made[key] = plan
+            ready.append((t, numbers, plan, saved))
+            if plan is None or plan is _GENERAL:
+                return self._unwind(ready)
+        for task, (t, numbers, plan, saved) in zip(tasks, ready):
             b = task.b
             b.write_steps(t)
             b.t = t
@@ -423,11 +422,25 @@ class Engine:
                 for pos, i in call.slots:
                     args[pos] = read_in_place(b, i, grads[i])
                 _call(kern.fn, args, call.n, b.cpu)
-        # (nothing to settle: the state holds what it held, the host buffers were written
-        # as descent's own)
+            if saved is not None:
+                b.host_written()
+        # (nothing else to settle: the state holds what it held, the step counts were
+        # written as descent's own)
         for task in tasks:
             task.gr = None
         return True
+
+    @staticmethod
+    def _unwind(ready: list) -> bool:
+        """A replay that cannot go on: the host scalars it advanced put back (the general
+        path advances them itself). False."""
+        for *_, saved in ready:
+            if saved is not None:
+                b, host = saved
+                for k, v in host.items():
+                    b.host[k].copy_(v)
+                b.host_written()
+        return False
 
     def _calls_of(self, task: Task, statics: tuple, names: tuple) -> list | None:
         """The kernel calls :meth:`_run` makes for ``task``'s whole run, as
