@@ -19,7 +19,7 @@ Where the chain has a *windows* kernel (one call steps up to ``k`` windows, each
 own length; CPU buckets, state in the params' dtype), a run of fresh gradients is
 stepped in :func:`calls` instead: every param of at least :data:`ALONE` elements is a
 window read where its gradient lies, consecutive smaller ones are staged together into
-one window, and ``k`` windows go in one call: gradients of 16 K … 64 K elements are no
+one window, and ``k`` windows go in one call: gradients of 4 K … 64 K elements are no
 longer copied, and a large one no longer costs a call of its own.
 """
 
@@ -44,10 +44,12 @@ STAGE = 1 << 18
 #: In a call of several windows, a param of at least this many elements is a window of
 #: its own (its gradient read in place); smaller ones are staged together. A window costs
 #: one more loop in the kernel and a view here (about a microsecond); staging costs a copy
-#: of the gradient (about 0.3 ns an element on the 2-core machine). Measured there, SGD
-#: over the 104 K / 611 K / 2.4 M layouts: 4 K 109 / 304 / 707 µs, 16 K 99 / 301 / 712,
-#: 64 K 110 / 331 / 707.
-ALONE = 1 << 14
+#: of the gradient (about 0.3 ns an element on the 2-core machine, and a copy op per
+#: gradient). Measured there with the replayed step and barrier-free window loops (µs a
+#: step, alternated rounds, 16 K → 4 K): SGD 104 K / 611 K / 2.4 M 79 → 77 / 271 → 263 /
+#: 763 → 749; Adam 104 K / 611 K / 2.4 M / 6.6 M 102 → 98 / 342 → 333 / 1027 → 990 /
+#: 3714 → 3535; 1 K and 256 were no better (2.4 M: 787 and 790 for SGD).
+ALONE = 1 << 12
 
 #: Windows per call of a windows kernel: a transformer layer's dozen tensors in one call,
 #: few padding windows for a small model's.
