@@ -69,6 +69,19 @@ def replace_then_edit_in_place(opt, ps, spare, k):
             opt.state[ps[0]][key].mul_(0.25)
 
 
+def replace_then_edit_the_entry_again(opt, ps, spare, k):
+    if k == EDIT_AT:
+        for key, value in _half(opt, ps[0]).items():
+            opt.state[ps[0]][key] = value
+    if k == EDIT_AT + 2:  # the entry edited again: the tensors assigned before stay its state
+        st = opt.state[ps[0]]
+        if "step" in st:
+            st["step"] = torch.tensor(float(st["step"]))
+        else:
+            key = _tensor_keys(opt, ps[0])[-1]
+            st[key] = st[key].clone()
+
+
 def edit_state_in_place(opt, ps, spare, k):
     if k == EDIT_AT:
         for key in _tensor_keys(opt, ps[1]):
@@ -184,6 +197,7 @@ def delete_group(opt, ps, spare, k):
 EDITS = [
     replace_state_tensors,
     replace_then_edit_in_place,
+    replace_then_edit_the_entry_again,
     edit_state_in_place,
     reset_mapping,
     reset_mapping_then_edit,

@@ -156,7 +156,9 @@ class StateKeeper:
             if old is view:
                 continue
             if isinstance(old, Tensor):
-                if b.fmt is not None and old.dtype != view.dtype:
+                if _homed(old, view):  # a tensor an earlier edit assigned, made a view of this slot
+                    chosen[name] = old
+                elif b.fmt is not None and old.dtype != view.dtype:
                     _load_compact(b, name, i, old, None)  # values taken, descent's views published
                 else:
                     chosen[name] = self._take(b, name, i, old, edit)
@@ -167,8 +169,10 @@ class StateKeeper:
     def _host(self, b: Bucket, k: str, i: int, value: Any, edit: bool) -> Any:
         buf = b.host[k]
         b.host[k][i] = float(value)
-        if not edit or not isinstance(value, Tensor) or value is buf[i]:
+        if not edit or not isinstance(value, Tensor):
             return None
+        if _homed(value, buf[i]):  # assigned by an earlier edit and made a view of its slot
+            return value
         if value.dim() == 0 and value.dtype == buf.dtype and value.device == buf.device and _own(value):
             value.set_(buf.untyped_storage(), buf.storage_offset() + i, (), ())
             return value
@@ -333,6 +337,17 @@ def _resharded(b: Bucket, i: int, codes: Tensor, scales: Tensor, key: str) -> Te
     else:
         local = _local_like(codes, p, key)
     return formats.decode_rows(local.detach(), scales.detach().to(local.device), p.shape[0], first)
+
+
+def _homed(t: Tensor, view: Tensor) -> bool:
+    """``t`` is a view of exactly ``view``'s memory (an assigned tensor descent re-homed)."""
+    return (
+        t.data_ptr() == view.data_ptr()
+        and t.shape == view.shape
+        and t.stride() == view.stride()
+        and t.dtype == view.dtype
+        and t.device == view.device
+    )
 
 
 def _own(t: Tensor) -> bool:
