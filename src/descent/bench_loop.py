@@ -153,7 +153,8 @@ def run_loop(
     for name in models:
         base = None  # torch fused in the default loop: what the step inside backward is held against
         for variant in variants:
-            rows = _time(name, variant, impls, key, rounds, log)
+            timer = _time_apart if variant == "in_backward" else _time
+            rows = timer(name, variant, impls, key, rounds, log)
             if memory:
                 for r in rows:
                     if r.median_ms is not None:
@@ -190,6 +191,30 @@ def _time(name: str, variant: str, impls: Sequence[str], key: str, rounds: int, 
         elif impl in rows:
             out.append(LoopRow(name, params, variant, impl, None, note=rows[impl]))
     return out
+
+
+_TIME = r"""
+import dataclasses, json, sys
+import torch
+from descent import bench_loop as b
+name, variant, impls, key, rounds, threads = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+rows = b._time(name, variant, impls.split(","), key, int(rounds), lambda s: None)
+print(json.dumps([dataclasses.asdict(r) for r in rows]))
+"""
+
+
+def _time_apart(name: str, variant: str, impls: Sequence[str], key: str, rounds: int, log) -> list[LoopRow]:
+    """:func:`_time` in a fresh process: the step inside backward may set glibc's mmap
+    threshold for the whole process (``release_memory``), which would slow every later
+    contender's allocations in this one."""
+    env = {**os.environ, "DESCENT_BUILD": "0"}
+    args = [name, variant, ",".join(impls), key, str(rounds), str(torch.get_num_threads())]
+    proc = subprocess.run([sys.executable, "-c", _TIME, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:80]
+        return [LoopRow(name, 0, variant, impl, None, note=f"failed: {why}") for impl in impls]
+    return [LoopRow(**r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
 def _compare(rows: list[LoopRow], fused: LoopRow | None) -> None:

@@ -146,3 +146,28 @@ def test_no_scheduler_warning_and_edits_between_backwards_take_effect():
             ref_sched.step()
     for a, b in zip(inside.parameters(), outside.parameters()):
         assert ((a - b).abs().max() / b.abs().max()).item() <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "release,size,returned",
+    [("auto", 1000, False), ("auto", 1100, True), (True, 1000, True), (False, 1100, False)],
+)
+def test_freed_gradients_go_back_to_the_os_where_their_size_is_worth_it(monkeypatch, release, size, returned):
+    """``release_memory="auto"`` pins the allocator only when the gradients total
+    :data:`RELEASE_MIN` bytes or more (here made 4,096: 1,024 float32 elements)."""
+    from descent.engine import backward
+    from descent.optim import inbackward
+
+    pinned: list[bool] = []
+    monkeypatch.setattr(backward, "return_freed_memory", lambda: pinned.append(True) or True)
+    monkeypatch.setattr(inbackward, "RELEASE_MIN", 4096)
+    model = torch.nn.Linear(size // 10, 10, bias=False)
+    handle = descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory=release)
+    assert pinned == ([True] if returned else [])
+    handle.remove()
+
+
+def test_a_release_setting_of_another_kind_is_refused_naming_it():
+    model = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="release_memory must be True, False or 'auto', got 'yes'"):
+        descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory="yes")

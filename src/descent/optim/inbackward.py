@@ -23,8 +23,16 @@ class InBackward:
             self.optimizer._in_backward = None
 
 
+#: ``release_memory="auto"`` returns freed gradients to the OS when the CPU params'
+#: gradients total at least this many bytes (below, the page faults cost more than the
+#: memory is worth). Measured on the 2-core machine, Adam, ms/iteration and peak RSS,
+#: returned vs kept: 4-layer transformer (12 MB of gradients) 17.5 ms / 283 MB vs
+#: 12.1 ms / 291 MB; 50 M-param MLP (200 MB) 111 ms / 829 MB vs 68 ms / 1,005 MB.
+RELEASE_MIN = 64 << 20
+
+
 def step_in_backward(
-    model: torch.nn.Module | None, optimizer: RuleOptimizer, *, release_memory: bool = True
+    model: torch.nn.Module | None, optimizer: RuleOptimizer, *, release_memory: bool | str = "auto"
 ) -> InBackward:
     """Make ``optimizer`` step each param inside backward, as soon as its gradient is
     complete, and free that gradient: a training step then never holds a full set of
@@ -46,7 +54,11 @@ def step_in_backward(
     ``release_memory`` (CPU, Linux): pin glibc's mmap threshold so that each gradient
     freed inside backward goes back to the OS at once; without it glibc keeps the freed
     blocks and the process's resident memory does not fall (a process-wide allocator
-    setting; see ``descent.engine.backward.return_freed_memory``).
+    setting; see ``descent.engine.backward.return_freed_memory``). Returned memory is
+    paid for in page faults when backward allocates the next gradients (a 50 M-param MLP:
+    111 ms an iteration instead of 68, for 829 MB peak instead of 1,005). ``"auto"`` (the
+    default) pins it when the CPU params' gradients total 64 MiB or more
+    (:data:`RELEASE_MIN`), where the memory is worth it; ``True`` always, ``False`` never.
     """
     if not isinstance(optimizer, RuleOptimizer):
         raise TypeError(f"step_in_backward needs a descent optimizer, got {type(optimizer).__name__}")
@@ -61,6 +73,8 @@ def step_in_backward(
         )
     if optimizer._in_backward is not None:
         raise RuntimeError(f"this {type(optimizer).__name__} already steps inside backward")
+    if release_memory not in (True, False, "auto"):
+        raise ValueError(f"release_memory must be True, False or 'auto', got {release_memory!r}")
     from torch.nn.parallel import DistributedDataParallel
 
     ddp = model if isinstance(model, DistributedDataParallel) else None
@@ -70,12 +84,19 @@ def step_in_backward(
         lambda: optimizer.state,
         lambda: _stepped(optimizer),
         ddp=ddp,
-        release=release_memory
-        and any(p.device.type == "cpu" for g in optimizer.param_groups for p in g["params"]),
+        release=_release(release_memory, optimizer),
     )
     handle = InBackward(optimizer, steps)
     optimizer._in_backward = handle
     return handle
+
+
+def _release(release_memory: bool | str, optimizer: RuleOptimizer) -> bool:
+    """Whether to return gradients freed inside backward to the OS (see step_in_backward)."""
+    cpu = [p for g in optimizer.param_groups for p in g["params"] if p.device.type == "cpu"]
+    if release_memory == "auto":
+        return sum(p.numel() * p.element_size() for p in {id(p): p for p in cpu}.values()) >= RELEASE_MIN
+    return bool(release_memory) and bool(cpu)
 
 
 def _stepped(optimizer: Any) -> None:
