@@ -6,27 +6,31 @@ wide MLP and a small transformer. Variants of the loop: ``zero_grad()`` (torch's
 set_to_none), ``zero_grad(set_to_none=False)``, gradient accumulation over two
 micro-batches, ``clip_grad_norm_`` before the step, and descent's step inside backward.
 Contenders: descent and torch.optim's for-loop, foreach and fused (DeepSpeed's CPU Adam
-where it installs), in alternated rounds in one process (median ms/iteration and spread);
-peak memory is each contender's own fresh process's peak resident set (``VmHWM``)
-running the same loop, so no contender's buffers count against another.
+where it installs), each in a process of its own, timed in alternated rounds one at a
+time (median ms/iteration and spread); peak memory is each contender's own fresh
+process's peak resident set (``VmHWM``) running the same loop, so no contender's buffers
+count against another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from .bench import make, race, warm_kernels
+from .bench import make, warm_kernels
 
 LOOP_CONTENDERS = ("descent", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
 VARIANTS = ("set_to_none", "keep_grads", "accumulate", "clip", "in_backward")
@@ -153,8 +157,7 @@ def run_loop(
     for name in models:
         base = None  # torch fused in the default loop: what the step inside backward is held against
         for variant in variants:
-            timer = _time_apart if variant == "in_backward" else _time
-            rows = timer(name, variant, impls, key, rounds, log)
+            rows = _time(name, variant, impls, key, rounds, log)
             if memory:
                 for r in rows:
                     if r.median_ms is not None:
@@ -169,52 +172,84 @@ def run_loop(
     return report
 
 
-def _time(name: str, variant: str, impls: Sequence[str], key: str, rounds: int, log) -> list[LoopRow]:
-    steps, rows, keep = {}, {}, []
-    for impl in impls:
-        try:
-            model, opt, x = build(name, impl, key, variant)
-            for _ in range(3):  # state allocated, kernels loaded, caches warm
-                iteration(model, opt, x, variant)
-        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
-            rows[impl] = str(exc).split("\n")[0][:80]
-            continue
-        keep.append((model, opt))
-        steps[impl] = lambda m=model, o=opt, x=x: iteration(m, o, x, variant)
-    times = race(steps, torch.device("cpu"), rounds, batch_s=0.2)
+def _worker(conn, name: str, impl: str, key: str, variant: str, threads: int) -> None:
+    """One contender's loop in a process of its own: built, warmed, then timed ``k``
+    iterations at a time on request."""
+    torch.set_num_threads(threads)
+    try:
+        model, opt, x = build(name, impl, key, variant)
+        for _ in range(3):  # state allocated, kernels loaded, caches warm
+            iteration(model, opt, x, variant)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+        conn.send(("error", str(exc).split("\n")[0][:80]))
+        return
+    conn.send(("ready", None))
+    while (k := conn.recv()) is not None:
+        t0 = time.perf_counter()
+        for _ in range(k):
+            iteration(model, opt, x, variant)
+        conn.send(("time", time.perf_counter() - t0))
+
+
+def _time(
+    name: str, variant: str, impls: Sequence[str], key: str, rounds: int, log, batch_s: float = 0.2
+) -> list[LoopRow]:
+    """ms/iteration of each contender, each in a process of its own (its allocator's
+    history is its own loop's, as in a user's process: freed memory of another model
+    would otherwise serve its allocations without page faults, measured to halve an
+    iteration of ``embedding-13M``; the step inside backward may also set the process's
+    mmap threshold). The contenders run in alternated rounds, one at a time."""
+    ctx = multiprocessing.get_context("spawn")
+    env = {"DESCENT_BUILD": "0"}  # kernels were built before timing
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    workers: dict[str, tuple] = {}
+    notes: dict[str, str] = {}
+    try:
+        for impl in impls:
+            here, there = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker, args=(there, name, impl, key, variant, torch.get_num_threads()), daemon=True
+            )
+            proc.start()
+            kind, value = here.recv() if here.poll(600) else ("error", "no answer")
+            if kind == "ready":
+                workers[impl] = (proc, here)
+            else:
+                notes[impl] = value
+                proc.join(5)
+        times: dict[str, list[float]] = {impl: [] for impl in workers}
+        per_batch = {}
+        for impl, (_, conn) in workers.items():
+            conn.send(1)
+            per_batch[impl] = max(1, int(batch_s / max(conn.recv()[1], 1e-6)))
+        names = list(workers)
+        for r in range(rounds):
+            for impl in names[r % len(names) :] + names[: r % len(names)]:
+                conn, k = workers[impl][1], per_batch[impl]
+                conn.send(k)
+                times[impl].append(conn.recv()[1] / k * 1e3)
+    finally:
+        for proc, conn in workers.values():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(None)
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     params = sum(p.numel() for p in MODELS[name][0]().parameters())
     out = []
     for impl in impls:
         if impl in times:
             ts = times[impl]
             out.append(LoopRow(name, params, variant, impl, statistics.median(ts), min(ts), max(ts)))
-        elif impl in rows:
-            out.append(LoopRow(name, params, variant, impl, None, note=rows[impl]))
+        elif impl in notes:
+            out.append(LoopRow(name, params, variant, impl, None, note=notes[impl]))
     return out
-
-
-_TIME = r"""
-import dataclasses, json, sys
-import torch
-from descent import bench_loop as b
-name, variant, impls, key, rounds, threads = sys.argv[1:7]
-torch.set_num_threads(int(threads))
-rows = b._time(name, variant, impls.split(","), key, int(rounds), lambda s: None)
-print(json.dumps([dataclasses.asdict(r) for r in rows]))
-"""
-
-
-def _time_apart(name: str, variant: str, impls: Sequence[str], key: str, rounds: int, log) -> list[LoopRow]:
-    """:func:`_time` in a fresh process: the step inside backward may set glibc's mmap
-    threshold for the whole process (``release_memory``), which would slow every later
-    contender's allocations in this one."""
-    env = {**os.environ, "DESCENT_BUILD": "0"}
-    args = [name, variant, ",".join(impls), key, str(rounds), str(torch.get_num_threads())]
-    proc = subprocess.run([sys.executable, "-c", _TIME, *args], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:80]
-        return [LoopRow(name, 0, variant, impl, None, note=f"failed: {why}") for impl in impls]
-    return [LoopRow(**r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
 def _compare(rows: list[LoopRow], fused: LoopRow | None) -> None:
