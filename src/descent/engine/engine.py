@@ -104,6 +104,20 @@ def _call(fn, args: list[Tensor], n: int, cpu: bool) -> bool:
     return not out or not bool(out[0])
 
 
+def _make(b: Bucket, call: Call, grads: list, scal: Tensor, fn) -> None:
+    """One prepared kernel call: its small gradients staged, the step's numbers and the
+    gradients read in place put in their slots."""
+    if call.views:
+        torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
+        if call.gaps:
+            torch._foreach_zero_(call.gaps)
+    args = call.args.copy()
+    args[call.scal] = scal
+    for pos, i in call.slots:
+        args[pos] = read_in_place(b, i, grads[i])
+    _call(fn, args, call.n, b.cpu)
+
+
 @dataclass
 class Run:
     """Params ``a..c-1`` of a bucket, stepped with one set of numbers in ``items`` pieces.
@@ -413,15 +427,7 @@ class Engine:
                 scal = b.numbers.fill(numbers, b.P)
             grads = task.gr.grads
             for kern, call in plan:
-                if call.views:
-                    torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
-                    if call.gaps:
-                        torch._foreach_zero_(call.gaps)
-                args = call.args.copy()
-                args[call.scal] = scal
-                for pos, i in call.slots:
-                    args[pos] = read_in_place(b, i, grads[i])
-                _call(kern.fn, args, call.n, b.cpu)
+                _make(b, call, grads, scal, kern.fn)
             if saved is not None:
                 b.host_written()
         # (nothing else to settle: the state holds what it held, the step counts were
@@ -680,15 +686,7 @@ class Engine:
         scal = b.numbers.fill(numbers, b.P)
         fn = kern.fn
         for call in calls(b, run.a, run.c, kern.spec.windows, task.chain.state):
-            if call.views:
-                torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
-                if call.gaps:
-                    torch._foreach_zero_(call.gaps)
-            args = call.args.copy()
-            args[call.scal] = scal
-            for pos, i in call.slots:
-                args[pos] = read_in_place(b, i, grads[i])
-            _call(fn, args, call.n, True)
+            _make(b, call, grads, scal, fn)
         return True
 
     def _run_stored(self, task: Task, run: Run, guard: bool, t: float, statics, names, numbers) -> bool:

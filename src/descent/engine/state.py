@@ -340,9 +340,12 @@ def _resharded(b: Bucket, i: int, codes: Tensor, scales: Tensor, key: str) -> Te
 
 
 def _homed(t: Tensor, view: Tensor) -> bool:
-    """``t`` is a view of exactly ``view``'s memory (an assigned tensor descent re-homed)."""
+    """``t`` is a view of exactly ``view``'s memory (an assigned tensor descent re-homed).
+    Plain tensors only: a wrapper (a DTensor's shard) has no memory of its own to compare."""
     return (
-        t.data_ptr() == view.data_ptr()
+        type(t) is Tensor
+        and type(view) is Tensor
+        and t.data_ptr() == view.data_ptr() != 0
         and t.shape == view.shape
         and t.stride() == view.stride()
         and t.dtype == view.dtype
