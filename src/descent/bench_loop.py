@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from unittest import mock
 
 import torch
 from torch import nn
@@ -200,12 +201,11 @@ def _time(
     iteration of ``embedding-13M``; the step inside backward may also set the process's
     mmap threshold). The contenders run in alternated rounds, one at a time."""
     ctx = multiprocessing.get_context("spawn")
-    env = {"DESCENT_BUILD": "0"}  # kernels were built before timing
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     workers: dict[str, tuple] = {}
     notes: dict[str, str] = {}
-    try:
+    # (the workers inherit the environment: kernels were built before timing)
+    with mock.patch.dict(os.environ, {"DESCENT_BUILD": "0"}), contextlib.ExitStack() as done:
+        done.callback(_stop, workers)
         for impl in impls:
             here, there = ctx.Pipe()
             proc = ctx.Process(
@@ -229,18 +229,6 @@ def _time(
                 conn, k = workers[impl][1], per_batch[impl]
                 conn.send(k)
                 times[impl].append(conn.recv()[1] / k * 1e3)
-    finally:
-        for proc, conn in workers.values():
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(None)
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     params = sum(p.numel() for p in MODELS[name][0]().parameters())
     out = []
     for impl in impls:
@@ -250,6 +238,15 @@ def _time(
         elif impl in notes:
             out.append(LoopRow(name, params, variant, impl, None, note=notes[impl]))
     return out
+
+
+def _stop(workers: dict[str, tuple]) -> None:
+    for proc, conn in workers.values():
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(None)
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
 
 
 def _compare(rows: list[LoopRow], fused: LoopRow | None) -> None:

@@ -95,3 +95,19 @@ def test_matrix_rules_are_timed_against_torch(capsys):
         r = rows[(key, "descent")]
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["speedup_vs_torch"] > 0
         assert rows[(key, "nope")]["median_ms"] is None and "Unknown contender" in rows[(key, "nope")]["note"]
+
+
+def test_loop_contenders_are_timed_each_in_a_process_of_its_own(monkeypatch):
+    """``descent bench --loop``: every contender runs in a worker process of its own; one
+    that cannot run this loop says why, the others get their times."""
+    import os
+
+    from descent import bench_loop
+
+    monkeypatch.setenv("DESCENT_BUILD", "1")
+    rows = bench_loop._time("transformer-3M", "in_backward", ["descent", "torch-fused"], "adam", 2, print)
+    by = {r.impl: r for r in rows}
+    assert by["descent"].median_ms > 0 and by["descent"].min_ms <= by["descent"].max_ms
+    assert by["torch-fused"].median_ms is None
+    assert "descent's step inside backward only" in by["torch-fused"].note
+    assert os.environ["DESCENT_BUILD"] == "1"  # the workers' "0" is not left behind

@@ -26,7 +26,7 @@ from . import formats
 from .body import nonfinite
 from .bucket import Bucket
 from .formats import MIN_NUMEL
-from .grads import WINDOWS, Call, Grads, calls, collect, items, piece, pieces, read_in_place
+from .grads import WINDOWS, Call, Grads, calls, collect, items, piece, pieces, prepared, read_in_place, stage
 from .kernels import (
     KERNEL_MIN,
     PARALLEL_MIN,
@@ -107,10 +107,7 @@ def _call(fn, args: list[Tensor], n: int, cpu: bool) -> bool:
 def _make(b: Bucket, call: Call, grads: list, scal: Tensor, fn) -> None:
     """One prepared kernel call: its small gradients staged, the step's numbers and the
     gradients read in place put in their slots."""
-    if call.views:
-        torch._foreach_copy_(call.views, [grads[q] for q in call.staged])
-        if call.gaps:
-            torch._foreach_zero_(call.gaps)
+    stage(call, grads)
     args = call.args.copy()
     args[call.scal] = scal
     for pos, i in call.slots:
@@ -462,26 +459,13 @@ class Engine:
         if kern is None or not kern.ready(False):
             return None
         out = []
-        for item in run.items:
-            slots: list[tuple[int, int]] = []
-            views: list[Tensor] = []
-            gaps: list[Tensor] = []
-            staged: list[int] = []
-            if item[0] == "span":
-                p, g, bufs = b.tensors(item[1], item[2], chain.state)
-            elif item[0] == "one":
-                p, bufs = b.alone(item[1], chain.state)
-                g, slots = None, [(1, item[1])]
-            else:  # a chunk of small gradients, staged
-                _, i, j, lo, hi, views, gaps = item
-                p, g, bufs = b.staged(lo, hi, chain.state)
-                staged = list(range(i, j))
-            n = p.numel()
-            if n == 0:
+        for item in run.items:  # the pieces _run steps one call each
+            call = prepared(b, item, chain.state)
+            if call.n == 0:
                 continue
-            if p.dim() != 1 or n < KERNEL_MIN:
+            if call.args[0].dim() != 1 or call.n < KERNEL_MIN:
                 return _GENERAL
-            out.append((kern, Call([p, g, None, *bufs], 2, slots, list(views), staged, list(gaps), n)))
+            out.append((kern, call))
         return out
 
     def _prologue(self, groups: Sequence[dict], state: dict) -> list[tuple]:

@@ -109,6 +109,27 @@ def _check_all(who: str, name: Namer, given: Sequence[Tensor], mine: Sequence[Te
         check_grad(who, name(p), p, g)
 
 
+def _wrong(b: Bucket, given: Sequence[Tensor], shapes: Sequence) -> bool:
+    """Whether a gradient differs from the bucket's dtype, layout or device, or from its
+    param's shape. The bucket's params share one dtype and device: one set of each and
+    the list of shapes catch every wrong gradient (one gradient: compared directly,
+    without the sets, the small model's case)."""
+    if len(given) == 1:
+        g = given[0]
+        return (
+            g.dtype is not b.dtype
+            or g.layout is not torch.strided
+            or g.get_device() != b.device_index
+            or g.shape != shapes[0]
+        )
+    return (
+        set(map(_dtype, given)) != {b.dtype}
+        or set(map(_layout, given)) != _STRIDED
+        or set(map(_device_index, given)) != {b.device_index}
+        or list(map(_shape, given)) != shapes
+    )
+
+
 def collect(b: Bucket, who: str, name: Namer) -> Grads:
     """Which params have a gradient, and where each lies. Raises, naming the param,
     before anything is written when a gradient is sparse or of another shape, dtype or
@@ -117,15 +138,9 @@ def collect(b: Bucket, who: str, name: Namer) -> Grads:
         return Grads(None, None)
     params = b.params
     g = params[0].grad if len(params) == 1 else None
-    if g is not None:  # one param with a gradient: the checks below without their sets
-        grads, has = [g], None
-        if (
-            g.dtype is not b.dtype
-            or g.layout is not torch.strided
-            or g.get_device() != b.device_index
-            or g.shape != b.shapes[0]
-        ):
-            _check_all(who, name, grads, params)
+    if g is not None:  # a bucket of one param, with its gradient: nothing to filter
+        grads = given = [g]
+        has, mine, shapes = None, params, b.shapes
     else:
         grads = list(map(_grad, params))
         has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
@@ -135,15 +150,8 @@ def collect(b: Bucket, who: str, name: Namer) -> Grads:
             shapes = [b.shapes[i] for i in idx]
         else:
             has, given, mine, shapes = None, grads, params, b.shapes
-        # The bucket's params share one dtype and device: one set of (dtype, device, layout)
-        # and the shapes catch every wrong gradient, before anything is written.
-        if given and (
-            set(map(_dtype, given)) != {b.dtype}
-            or set(map(_layout, given)) != _STRIDED
-            or set(map(_device_index, given)) != {b.device_index}
-            or list(map(_shape, given)) != shapes
-        ):
-            _check_all(who, name, given, mine)
+    if given and _wrong(b, given, shapes):
+        _check_all(who, name, given, mine)
     if not b.flat:
         return Grads(has, grads)
     held = None
@@ -224,19 +232,35 @@ def _chunk(b: Bucket, i: int, j: int, base: int = 0) -> Item:
 
 def piece(b: Bucket, item: Item, names: Sequence[str], gr: Grads):
     """The 1-D tensors one kernel call reads for ``item``: ``(p, g, state)``."""
+    call = prepared(b, item, names)
+    stage(call, gr.grads)
+    g = call.args[1] if not call.slots else _read(b, item[1], gr.grads[item[1]])
+    return call.args[0], g, call.args[3:]
+
+
+def prepared(b: Bucket, item: Item, names: Sequence[str]) -> Call:
+    """The kernel call of piece ``item``, its step's numbers and in-place gradient left
+    open (a :class:`Call` of one window): ``span`` reads the flat gradient buffer, ``one``
+    a gradient where it lies, ``chunk`` the staging buffer its small gradients are copied
+    into."""
     kind = item[0]
     if kind == "span":
         p, G, bufs = b.tensors(item[1], item[2], names)
-        return p, G, bufs
+        return Call([p, G, None, *bufs], 2, [], [], [], [], p.numel())
     if kind == "one":
-        i = item[1]
-        p, bufs = b.alone(i, names)
-        return p, _read(b, i, gr.grads[i]), bufs
+        p, bufs = b.alone(item[1], names)
+        return Call([p, None, None, *bufs], 2, [(1, item[1])], [], [], [], p.numel())
     _, i, j, lo, hi, views, gaps = item
-    torch._foreach_copy_(views, gr.grads[i:j])
-    if gaps:
-        torch._foreach_zero_(gaps)
-    return b.staged(lo, hi, names)
+    p, g, bufs = b.staged(lo, hi, names)
+    return Call([p, g, None, *bufs], 2, [], views, list(range(i, j)), gaps, p.numel())
+
+
+def stage(call: Call, grads: Sequence[Tensor | None] | None) -> None:
+    """Copy ``call``'s small gradients into the staging buffer (and zero the gaps)."""
+    if call.views:
+        torch._foreach_copy_(call.views, [grads[q] for q in call.staged])  # type: ignore[index]
+        if call.gaps:
+            torch._foreach_zero_(call.gaps)
 
 
 def pieces(b: Bucket, item: Item, names: Sequence[str], gr: Grads):

@@ -190,25 +190,17 @@ class RuleOptimizer(Optimizer):
         if self.defaults.get("fused"):
             self._check_fused()
         groups = self.param_groups
-        if not self.whole_rules and not any(map(_differentiable, groups)):
-            # every group stepped by the engine (the common case, without the checks below)
-            grad = torch.is_grad_enabled()
-            torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object
-            try:
-                self._engine.step(groups, self.state)
-            except SparseGradient:
-                self._sparse_step()
-            finally:
-                torch._C._set_grad_enabled(grad)
-            return loss
+        # the common case: every group stepped by the engine (nothing by shape, nothing
+        # through autograd), without looking for the others
+        plain = not self.whole_rules and not any(map(_differentiable, groups))
         grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
+        torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
-            whole = self._whole_groups()
+            whole = [] if plain else self._whole_groups()
             if whole and not self._whole_ready(whole):
                 return loss
             try:
-                stepped = self._stepped_groups()
+                stepped = groups if plain else self._stepped_groups()
                 if stepped or not whole:
                     self._engine.step(stepped, self.state)
             except SparseGradient:
@@ -229,7 +221,9 @@ class RuleOptimizer(Optimizer):
                 )
         finally:
             torch._C._set_grad_enabled(grad)
-        for group in self.param_groups:
+        if plain:
+            return loss
+        for group in groups:
             if group.get("differentiable"):  # its step through autograd, as torch.optim's
                 with torch.enable_grad():
                     differentiable.step(
