@@ -171,3 +171,132 @@ def test_a_release_setting_of_another_kind_is_refused_naming_it():
     model = torch.nn.Linear(3, 3)
     with pytest.raises(ValueError, match="release_memory must be True, False or 'auto', got 'yes'"):
         descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory="yes")
+
+
+def _trained(net: Net) -> list[torch.nn.Parameter]:
+    """Every param the forward uses: each gets a gradient in every backward."""
+    return [p for n, p in net.named_parameters() if not n.startswith("unused")]
+
+
+@pytest.fixture
+def prepared(monkeypatch):
+    """What every attempt to step by prepared calls inside backward answered."""
+    from descent.engine.engine import Engine
+
+    seen: list[bool] = []
+    original = Engine._some_again
+
+    def spy(self, task, indices, gr):
+        out = original(self, task, indices, gr)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(Engine, "_some_again", spy)
+    return seen
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize(
+    "name,kw,hyper",
+    [
+        ("Adam", {"lr": 1e-2}, ("betas", (0.8, 0.95))),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}, ("momentum", 0.5)),
+        ("RMSprop", {"lr": 1e-3, "centered": True}, ("alpha", 0.9)),
+    ],
+)
+def test_prepared_calls_inside_backward_follow_torch_optim_through_every_edit(prepared, name, kw, hyper):
+    """Once every param of a bucket has stepped together, the steps inside backward run
+    kernel calls prepared once; the numbers stay torch.optim's through a scheduler's lr,
+    another hyperparameter, the state edited in place, a ``step`` count edited, a
+    param's state dropped and a layer left without gradients."""
+    torch.manual_seed(0)
+    inside, ref = Net().double(), Net().double()
+    ref.load_state_dict(inside.state_dict())
+    o_in = getattr(descent, name)(_trained(inside), compile=True, **kw)  # (the kernel, not eager steps)
+    o_ref = getattr(torch.optim, name)(_trained(ref), **kw)
+    descent.step_in_backward(inside, o_in)
+    gen = torch.Generator().manual_seed(2)
+    for step in range(9):
+        for o, m in ((o_in, inside), (o_ref, ref)):
+            if step == 2:
+                o.param_groups[0]["lr"] *= 0.5
+            if step == 3:
+                o.param_groups[0][hyper[0]] = hyper[1]
+            if step == 4:
+                st = o.state[m.big.weight]
+                st[next(k for k in ("exp_avg", "momentum_buffer", "square_avg") if k in st)].mul_(0.25)
+            if step == 5 and "step" in o.state[m.head.weight]:
+                o.state[m.head.weight]["step"] += 2
+            if step == 6:
+                del o.state[m.small[1].weight]
+            m.small[3].requires_grad_(step != 7)  # no gradient: these params do not move
+        x = torch.randn(8, 300, generator=gen, dtype=torch.float64)
+        if step == 7:
+            before = inside.small[3].weight.detach().clone()
+        inside(x).pow(2).mean().backward()
+        o_ref.zero_grad()
+        ref(x).pow(2).mean().backward()
+        o_ref.step()
+        if step == 7:
+            assert torch.equal(inside.small[3].weight, before)
+        for a, b in zip(_trained(inside), _trained(ref)):
+            assert ((a - b).abs().max() / b.abs().max()).item() <= 1e-10, (step, a.shape)
+    assert prepared.count(True) >= 10  # steps 2-5 at least went by prepared calls
+    sa, sb = o_in.state_dict(), o_ref.state_dict()
+    for k, st in sb["state"].items():
+        for key, v in st.items():
+            err = (sa["state"][k][key] - v).abs().max() / v.abs().max().clamp_min(1e-300)
+            assert err.item() <= 1e-10, (k, key)
+
+
+@pytest.mark.compiled
+def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(prepared, monkeypatch):
+    """float32, every param with a gradient: the bits of ``backward(); step()``, also
+    when the kernel is not ready at a step's first call (that step goes the general way,
+    eagerly) and when a later call of a step must go the general way (the rest of that
+    step does); the steps after are prepared again."""
+    from descent.engine.engine import _GENERAL, Engine
+    from descent.engine.kernels import Kernel
+
+    inside, outside = _pair()
+    o_in = descent.AdamW(_trained(inside), lr=1e-2, compile=True)
+    o_out = descent.AdamW(_trained(outside), lr=1e-2, compile=True)
+    descent.step_in_backward(inside, o_in)
+    gen = torch.Generator().manual_seed(1)
+    ready, calls = Kernel.ready, Engine._some_calls
+    made: list[int] = []
+
+    def second_general(b, *args):
+        made.append(1)
+        return _GENERAL if len(made) == 2 else calls(b, *args)
+
+    def plans_forgotten():
+        for b in o_in._engine.groups[0].buckets:
+            b.plans.clear()
+
+    for step in range(7):
+        if step == 3:  # the kernel "still building"
+            monkeypatch.setattr(Kernel, "ready", lambda self, wait=None: False)
+        if step == 4:
+            monkeypatch.setattr(Kernel, "ready", ready)
+            monkeypatch.setattr(Engine, "_some_calls", staticmethod(second_general))
+            plans_forgotten()
+        x = torch.randn(16, 300, generator=gen)
+        n = len(prepared)
+        inside(x).pow(2).mean().backward()
+        if step == 3:
+            assert prepared[n:] == [False]
+        if step == 4:
+            assert prepared[n:] == [True, False]
+            monkeypatch.setattr(Engine, "_some_calls", staticmethod(calls))
+            plans_forgotten()
+        o_out.zero_grad()
+        outside(x).pow(2).mean().backward()
+        o_out.step()
+        for a, b in zip(inside.parameters(), outside.parameters()):
+            assert torch.equal(a, b), step
+    assert prepared[-3:] == [True] * 3
+    sa, sb = o_in.state_dict(), o_out.state_dict()
+    for k, st in sb["state"].items():
+        for key, v in st.items():
+            assert torch.equal(sa["state"][k][key], v), (k, key)

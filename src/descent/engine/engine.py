@@ -156,6 +156,12 @@ class Task:
     gr: Grads | None
     name: Callable[[Tensor], str]
     runs: list[Run]
+    #: inside backward (:meth:`Engine.step_some`): the step count every param of the
+    #: bucket had when this step began, where its params step by prepared kernel calls
+    #: (None: the general path)
+    t: float | None = None
+    #: ... and, from its first call on, the step's numbers and kernel
+    ready: tuple | None = None
 
 
 def _repeats(params: list, buckets: list[Bucket]) -> list[tuple[Bucket, int]]:
@@ -496,14 +502,31 @@ class Engine:
         to be stepped with :meth:`step_some`."""
         self.last = None
         self.count += 1
-        return [
+        tasks = [
             Task(group, chain, b, None, name, [])
             for group, chain, entry, name in self._prologue(groups, state)
             for b in entry.buckets
         ]
+        for task in tasks:
+            b = task.b
+            if (
+                b.uniform
+                and b.t is not None
+                and b.steps is not None
+                and b.flat
+                and not b.sharded
+                and b.fmt is None
+                and not b.dtype.is_complex
+                and len(task.chain.host) == 1
+                and 0 not in b.exposed
+            ):
+                task.t = b.t
+        return tasks
 
     def step_some(self, task: Task, indices: Sequence[int], gr: Grads, state: dict) -> None:
         """Step params ``indices`` (ascending) of ``task``'s bucket with gradients ``gr``."""
+        if task.t is not None and self._some_again(task, indices, gr):
+            return
         b = task.b
         task = Task(task.group, task.chain, b, gr, task.name, [])
         keys = [tuple(b.host[k][i].item() for k in task.chain.host) for i in indices]
@@ -514,6 +537,71 @@ class Engine:
                 task.runs.append(Run(a, c, self._items(b, a, c, gr)))
                 start = j
         self._step_bucket(task, False, state)
+
+    def _some_again(self, task: Task, indices: Sequence[int], gr: Grads) -> bool:
+        """:meth:`step_some` as kernel calls prepared once per set of params, where every
+        param of the bucket began the step at one count (``task.t``): the numbers are
+        the same for every call of the step, made at its first, and the counts written
+        as descent's own (:meth:`.Bucket.write_steps`). False, with nothing written,
+        where the general path must step these params (a kernel still building, a piece
+        stepped eagerly); the rest of this step then goes that way too."""
+        b, chain = task.b, task.chain
+        made = task.ready
+        if made is None:
+            t = task.t + 1
+            statics, names, numbers = pack(chain.scalars(task.group, t, {"step": t}))
+            kern = self._kernel(b, chain, statics, names, False, b.P)
+            if kern is None or not kern.ready(False):
+                task.t = None
+                return False
+            made = task.ready = (t, b.numbers.fill(numbers, b.P), kern.fn)
+        t, scal, fn = made
+        key = ("some", tuple(indices), chain.state)
+        plan = b.plans.get(key)
+        if plan is None:
+            plan = b.plans[key] = self._some_calls(b, indices, gr, chain.state)
+        if plan is _GENERAL:
+            task.t = None
+            return False
+        grads = gr.grads
+        for call in plan:
+            _make(b, call, grads, scal, fn)
+        steps = b.steps
+        for i in indices:
+            steps[i] = t
+        return True
+
+    @staticmethod
+    def _some_calls(b: Bucket, indices: Sequence[int], gr: Grads, names: Sequence[str]) -> list[Call]:
+        """The calls :meth:`_run` makes for params ``indices``: the pieces of each range
+        of consecutive ones; :data:`_GENERAL` where a piece runs eagerly."""
+        out = []
+        start = 0
+        for j in range(1, len(indices) + 1):
+            if j < len(indices) and indices[j] == indices[j - 1] + 1:
+                continue
+            for item in items(b, indices[start], indices[j - 1] + 1, gr):
+                call = prepared(b, item, names)
+                if call.n == 0:
+                    continue
+                if call.args[0].dim() != 1 or call.n < KERNEL_MIN:
+                    return _GENERAL
+                out.append(call)
+            start = j
+        return out
+
+    def settle_some(self, state: dict, tasks: Sequence[Task]) -> None:
+        """:meth:`settle` after a step made with :meth:`step_some`: whether each bucket's
+        params now share their host scalars (a param without a gradient did not
+        advance), for the next step."""
+        for task in tasks:
+            b = task.b
+            if not b.params or b.sharded or not b.flat:
+                continue
+            columns = [b.host[k].tolist() for k in task.chain.host]
+            b.uniform = all(c.count(c[0]) == len(c) for c in columns)
+            b.t = columns[0][0] if b.uniform else None  # (a chain's first host scalar is its step)
+        self.settle(state, tasks)
 
     def _tasks(self, group: dict, chain: Chain, entry: _Group, name) -> list[Task]:
         # every bucket's gradients collected (and checked) before anything is written
