@@ -120,6 +120,8 @@ def test_a_failed_build_is_recorded_once_and_steps_run_eagerly(tmp_path):
         "    warnings.simplefilter('always')\n"
         "    descent.Lion(p, compile=True).step()\n"
         "print(kernels.stats['eager_calls'], kernels.stats['compiled_calls'], [str(x.message) for x in w])\n"
+        "from descent.engine import native\n"
+        "print('native:', native.build(), native.why_not().splitlines()[0])\n"
     )
     env = {**os.environ, "DESCENT_CACHE_DIR": str(tmp_path / "c"), "CXX": "/bin/false"}
     outs = []
@@ -131,8 +133,12 @@ def test_a_failed_build_is_recorded_once_and_steps_run_eagerly(tmp_path):
         outs.append(proc.stdout)
     for out in outs:
         assert out.startswith("1 0 ") and "no compiled kernel for Lion" in out, out
-    failed = list((tmp_path / "c" / "kernels").glob("*.failed"))
+        assert "native: None the C++ compiler failed (exit status 1)" in out, out
+    failed = [f for f in (tmp_path / "c" / "kernels").glob("*.failed") if not f.name.startswith("native-")]
     assert len(failed) == 1 and "Lion float32 cpu" in failed[0].read_text()
+    # the C++ bookkeeping failed to build as well: recorded once, its steps the Python way
+    native = list((tmp_path / "c" / "kernels").glob("native-*.failed"))
+    assert len(native) == 1 and "the C++ compiler failed" in native[0].read_text()
     log = (tmp_path / "c" / "kernels" / "build.log").read_text()
     assert log.count(" failed ") == 1  # the second process did not build again
 

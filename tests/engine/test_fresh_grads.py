@@ -51,6 +51,7 @@ def test_staging_spans_several_chunks_with_gaps_and_large_params_between():
     assert any(p.numel() % 16 for p in ours if 0 < p.numel() < LARGE)
 
 
+@pytest.mark.usefixtures("bookkeeping")
 @pytest.mark.parametrize("name,kw", [("Adam", {"weight_decay": 0.1}), ("SGD", {"momentum": 0.9, "lr": 0.01}),
                                      ("Adagrad", {}), ("NAdam", {})])  # fmt: skip
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
@@ -76,6 +77,7 @@ def test_fresh_gradients_every_step_match_torch(name, kw, compile):
     assert bucket.staging.numel() <= STAGE
 
 
+@pytest.mark.usefixtures("bookkeeping")
 def test_held_and_fresh_gradients_mix():
     """``zero_grad(set_to_none=False)`` holds gradients in one buffer; grads assigned by
     hand to some params afterwards are read where they are, the rest from the buffer."""
@@ -122,6 +124,7 @@ def test_skip_nonfinite_sees_a_nan_in_any_staged_chunk(where):
     assert all(torch.equal(opt.state[ours[0]][k], v) for k, v in state.items())
 
 
+@pytest.mark.usefixtures("bookkeeping")
 def test_a_gradient_of_another_shape_is_named_before_anything_is_written():
     ours, _ = _pair(torch.float32)
     opt = descent.SGD(ours, lr=0.1)
@@ -151,6 +154,7 @@ def test_state_lists_params_in_the_groups_order_as_torch_does():
     compare_state(opt, ref, 1e-12)
 
 
+@pytest.mark.usefixtures("bookkeeping")
 def test_the_step_keeps_no_gradient_alive():
     """After step() and zero_grad(), backward's gradients are freed: the step (which
     repeats its last plan when nothing changed) holds no reference to them, so a training

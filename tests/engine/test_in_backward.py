@@ -195,6 +195,7 @@ def prepared(monkeypatch):
     return seen
 
 
+@pytest.mark.usefixtures("bookkeeping")
 @pytest.mark.compiled
 @pytest.mark.parametrize(
     "name,kw,hyper",
@@ -249,6 +250,7 @@ def test_prepared_calls_inside_backward_follow_torch_optim_through_every_edit(pr
             assert err.item() <= 1e-10, (k, key)
 
 
+@pytest.mark.usefixtures("bookkeeping")
 @pytest.mark.compiled
 def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(prepared, monkeypatch):
     """float32, every param with a gradient: the bits of ``backward(); step()``, also

@@ -97,6 +97,7 @@ def _edit(step, opts, sets, name, gen, dtype):
     return held
 
 
+@pytest.mark.usefixtures("bookkeeping")
 @pytest.mark.parametrize(
     "name,kw,dtype,windows",
     [
@@ -182,6 +183,7 @@ def test_a_replayed_step_keeps_no_gradient_alive(replays):
     assert all(r() is None for r in refs)
 
 
+@pytest.mark.usefixtures("bookkeeping")
 def test_a_param_moved_or_a_gradient_of_another_shape_is_still_seen(replays):
     """What the general step checks, a replay checks too: a param whose ``.data`` was
     reassigned is stepped where it now lives; a wrong gradient is named before any write."""

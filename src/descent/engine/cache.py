@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..rules.base import Chain
-from . import aot, formats
+from . import aot, formats, native
 from .kernels import fresh_scalars, pack
 
 #: Steps whose scalars are probed for static settings (RAdam's switch to its adaptive
@@ -63,7 +63,8 @@ def warmup(
     log: Callable[[str], None] = print,
 ) -> Summary:
     """Build (in this process, under the same locks as background builds) every kernel
-    the optimizers' steps need that is not in the cache yet."""
+    the optimizers' steps need that is not in the cache yet, and the step's C++
+    bookkeeping (:mod:`.native`)."""
     if not aot.available():
         raise RuntimeError(f"this torch ({torch.__version__}) cannot build AOTInductor packages")
     todo: dict[str, aot.Spec] = {}
@@ -83,6 +84,11 @@ def warmup(
         (summary.built if ok else summary.failed).append(key)
         why = "" if ok else " FAILED: " + (failed.read_text().splitlines()[1:2] or [""])[0]
         log(f"[{i}/{len(todo)}] {spec.describe():40s} {time.perf_counter() - t0:6.1f} s{why}")
+    if native.module() is None and native.unavailable() is None:
+        t0 = time.perf_counter()
+        ok = native.build() is not None
+        why = "" if ok else " FAILED: " + (native.why_not() or "").splitlines()[0]
+        log(f"C++ gradient bookkeeping {'':16s} {time.perf_counter() - t0:6.1f} s{why}")
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -142,7 +148,7 @@ def clear() -> tuple[int, int]:
     # A process that loaded a package keeps its mapping; one building writes a temporary
     # file and renames it into place, so deleting under it is safe.
     for path in d.iterdir():
-        if path.is_file() and path.suffix in (".pt2", ".json", ".failed", ".lock", ".log"):
+        if path.is_file() and path.suffix in (".pt2", ".json", ".failed", ".lock", ".log", ".so", ".tmp"):
             size += path.stat().st_size
             path.unlink(missing_ok=True)
             files += 1

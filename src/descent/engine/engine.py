@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, get_num_threads, set_num_threads
 
 from ..rules.base import Chain
-from . import formats
+from . import formats, native
 from .body import nonfinite
 from .bucket import Bucket
 from .formats import MIN_NUMEL
@@ -110,8 +110,9 @@ def _make(b: Bucket, call: Call, grads: list, scal: Tensor, fn) -> None:
     stage(call, grads)
     args = call.args.copy()
     args[call.scal] = scal
-    for pos, i in call.slots:
-        args[pos] = read_in_place(b, i, grads[i])
+    if call.slots and ((fast := native.module()) is None or not fast.flat(args, call.slots, grads, b.params)):
+        for pos, i in call.slots:
+            args[pos] = read_in_place(b, i, grads[i])
     _call(fn, args, call.n, b.cpu)
 
 

@@ -33,6 +33,7 @@ from itertools import repeat
 import torch
 from torch import Tensor
 
+from . import native
 from .bucket import Bucket
 from .errors import SparseGradient
 from .layout import LARGE, dense, staggered, window
@@ -137,21 +138,26 @@ def collect(b: Bucket, who: str, name: Namer) -> Grads:
     if b.grads_in_place():
         return Grads(None, None)
     params = b.params
-    g = params[0].grad if len(params) == 1 else None
-    if g is not None:  # a bucket of one param, with its gradient: nothing to filter
-        grads = given = [g]
-        has, mine, shapes = None, params, b.shapes
+    fast = native.module()
+    grads = None if fast is None else fast.grads(params, b.dtype, b.device_index, b.shapes)
+    if grads is not None:  # every gradient present and as expected (looked at in C++)
+        has = None
     else:
-        grads = list(map(_grad, params))
-        has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
-        if False in has:
-            idx = [i for i, h in enumerate(has) if h]
-            given, mine = [grads[i] for i in idx], [params[i] for i in idx]
-            shapes = [b.shapes[i] for i in idx]
+        g = params[0].grad if len(params) == 1 else None
+        if g is not None:  # a bucket of one param, with its gradient: nothing to filter
+            grads = given = [g]
+            has, mine, shapes = None, params, b.shapes
         else:
-            has, given, mine, shapes = None, grads, params, b.shapes
-    if given and _wrong(b, given, shapes):
-        _check_all(who, name, given, mine)
+            grads = list(map(_grad, params))
+            has = list(map(_is_not, grads, repeat(None)))  # (`None in grads` would call Tensor.__eq__)
+            if False in has:
+                idx = [i for i, h in enumerate(has) if h]
+                given, mine = [grads[i] for i in idx], [params[i] for i in idx]
+                shapes = [b.shapes[i] for i in idx]
+            else:
+                has, given, mine, shapes = None, grads, params, b.shapes
+        if given and _wrong(b, given, shapes):
+            _check_all(who, name, given, mine)
     if not b.flat:
         return Grads(has, grads)
     held = None
@@ -258,6 +264,9 @@ def prepared(b: Bucket, item: Item, names: Sequence[str]) -> Call:
 def stage(call: Call, grads: Sequence[Tensor | None] | None) -> None:
     """Copy ``call``'s small gradients into the staging buffer (and zero the gaps)."""
     if call.views:
+        fast = native.module()
+        if fast is not None and fast.stage(call.views, call.staged, grads, call.gaps):
+            return
         torch._foreach_copy_(call.views, [grads[q] for q in call.staged])  # type: ignore[index]
         if call.gaps:
             torch._foreach_zero_(call.gaps)

@@ -1,0 +1,217 @@
+"""The step's per-gradient bookkeeping in C++ (``descent.engine.native``).
+
+Each function answers only the common case, and anything else is handed back to the
+Python path (None or False) before it writes: so each is checked here against what the
+Python path and torch define (the gradient objects, a 1-D window over a tensor's memory,
+a copy), on the cases it must refuse too; and a step through it gives the bits of a step
+without it, and torch.optim's numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import descent
+from descent.engine import native
+from descent.engine.grads import ALONE, LARGE
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+from optim_cases import compare_state, rel_err  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fast():
+    mod = native.build()
+    if mod is None:
+        if native.unavailable():
+            pytest.skip(native.unavailable())
+        pytest.fail(f"the C++ bookkeeping did not build: {native.why_not()}")
+    return mod
+
+
+def _params(*shapes, dtype=torch.float32):
+    ps = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    return ps
+
+
+def test_grads_are_the_gradient_objects_when_every_one_is_as_expected(fast):
+    ps = _params((3, 4), (5,), ())
+    got = fast.grads(ps, torch.float32, -1, [p.shape for p in ps])
+    assert len(got) == 3 and all(g is p.grad for g, p in zip(got, ps))
+
+
+@pytest.mark.parametrize("case", ["missing", "dtype", "device", "shape", "sparse", "conj", "not-a-tensor"])
+def test_grads_answer_none_for_anything_else(fast, case):
+    ps = _params((3, 4), (5,))
+    dtype, device, shapes = torch.float32, -1, [p.shape for p in ps]
+    if case == "missing":
+        ps[1].grad = None
+    elif case == "dtype":
+        dtype = torch.float64
+    elif case == "device":
+        device = 0
+    elif case == "shape":
+        shapes[0] = torch.Size((4, 3))
+    elif case == "sparse":
+        ps[0].grad = torch.randn(3, 4).to_sparse()
+    elif case == "conj":
+        ps = _params((3,), dtype=torch.complex64)
+        ps[0].grad = torch.randn(3, dtype=torch.complex64).conj()
+        dtype, shapes = torch.complex64, [ps[0].shape]
+    elif case == "not-a-tensor":
+        ps = [*ps, 3.0]
+        shapes.append(torch.Size(()))
+    assert fast.grads(ps, dtype, device, shapes) is None
+
+
+def test_grads_refuse_lists_of_another_length_loudly(fast):
+    ps = _params((3,))
+    with pytest.raises(TypeError, match="equal length"):
+        fast.grads(ps, torch.float32, -1, [])
+
+
+def _memory_order(g: torch.Tensor) -> torch.Tensor:
+    """The 1-D window over ``g``'s memory, by torch's own as_strided."""
+    return g.as_strided((g.numel(),), (1,), g.storage_offset())
+
+
+def test_flat_puts_1d_windows_over_the_gradients_memory_in_their_slots(fast):
+    ps = _params((6, 7), (4, 5))
+    ps.append(torch.nn.Parameter(torch.randn(5, 3).t()))  # a param laid out transposed …
+    ps[2].grad = torch.randn(5, 3).t()  # … and its gradient laid out as it is
+    base = torch.randn(40)
+    ps[1].grad = base[10:30].view(4, 5)  # a view into a larger buffer
+    args = ["p0", "p1", None, None, None, "x"]
+    assert fast.flat(args, [(2, 0), (3, 1), (4, 2)], [p.grad for p in ps], ps) is True
+    assert args[:2] == ["p0", "p1"] and args[5] == "x"
+    for w, p in zip(args[2:5], ps):
+        assert w.dim() == 1 and w.numel() == p.numel()
+        assert w.data_ptr() == p.grad.data_ptr() and torch.equal(w, _memory_order(p.grad))
+    assert torch.equal(args[3], base[10:30])
+    args[3].add_(1.0)  # a window, not a copy
+    assert torch.equal(base[10:30], ps[1].grad.reshape(-1))
+
+
+@pytest.mark.parametrize("case", ["layout", "missing", "sparse"])
+def test_flat_answers_false_for_a_gradient_laid_out_otherwise(fast, case):
+    ps = _params((6, 7))
+    if case == "layout":  # a contiguous param, a transposed gradient: memory orders differ
+        ps[0].grad = torch.randn(7, 6).t()
+    elif case == "sparse":
+        ps[0].grad = torch.randn(6, 7).to_sparse()
+    grads = [None] if case == "missing" else [ps[0].grad]
+    args = [None, None]
+    assert fast.flat(args, [(1, 0)], grads, ps) is False
+
+
+def test_stage_copies_small_gradients_and_zeroes_the_gaps(fast):
+    ps = _params((3, 4), (5,), (2, 2))
+    staging = torch.full((40,), 7.0)
+    views = [staging[0:12].view(3, 4), staging[16:21], staging[24:28].view(2, 2)]
+    gaps = [staging[12:16], staging[21:24]]
+    assert fast.stage(views, [0, 1, 2], [p.grad for p in ps], gaps) is True
+    want = torch.cat(
+        [ps[0].grad.reshape(-1), torch.zeros(4), ps[1].grad, torch.zeros(3), ps[2].grad.reshape(-1)]
+    )
+    assert torch.equal(staging[:28], want)
+    assert torch.equal(staging[28:], torch.full((12,), 7.0))  # nothing else written
+
+
+@pytest.mark.parametrize("case", ["dtype", "layout", "sparse", "shape"])
+def test_stage_refuses_before_writing_anything(fast, case):
+    ps = _params((3, 4), (5,))
+    staging = torch.full((20,), 7.0)
+    views = [staging[0:12].view(3, 4), staging[12:17]]
+    grads = [p.grad for p in ps]
+    if case == "dtype":
+        grads[1] = grads[1].double()
+    elif case == "layout":
+        grads[0] = torch.randn(4, 3).t()
+    elif case == "sparse":
+        grads[1] = grads[1].to_sparse()
+    elif case == "shape":
+        grads[0] = torch.randn(4, 3)
+    assert fast.stage(views, [0, 1], grads, [staging[17:20]]) is False
+    assert torch.equal(staging, torch.full((20,), 7.0))
+
+
+class _Spy:
+    """The module, counting what each function answered."""
+
+    def __init__(self, mod):
+        self.mod = mod
+        self.seen: dict[str, list] = {"grads": [], "flat": [], "stage": []}
+
+    def __getattr__(self, name):
+        fn = getattr(self.mod, name)
+
+        def spied(*args):
+            out = fn(*args)
+            self.seen[name].append(out is not None and out is not False)
+            return out
+
+        return spied
+
+
+#: large params read in place, small ones staged (with gaps), a 0-d one, one laid out
+#: transposed
+SHAPES = [(ALONE + 3,), (5,), ()] + [(301,)] * 20 + [(130, 129), (17,)] * 2 + [(LARGE + 1,), (40, 30)]
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("name,kw", [("Adam", {"weight_decay": 0.1}), ("SGD", {"momentum": 0.9, "lr": 0.01})])
+def test_a_step_through_it_gives_the_python_paths_bits_and_torch_optims_numbers(fast, monkeypatch, name, kw):
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(s, generator=gen) for s in SHAPES]
+    ours, twin, theirs = ([torch.nn.Parameter(x.clone()) for x in init] for _ in range(3))
+    spy = _Spy(fast)
+    opt = getattr(descent, name)(ours, compile=True, **kw)
+    python = getattr(descent, name)(twin, compile=True, **kw)
+    ref = getattr(torch.optim, name)(theirs, **kw)
+    for step in range(8):
+        for i, ps in enumerate(zip(ours, twin, theirs)):
+            g = torch.randn(ps[0].shape, generator=gen)
+            if step == 5 and i == 4:  # one missing gradient: the Python path names the rest
+                g = None
+            for p in ps:
+                p.grad = None if g is None else g.clone()
+        monkeypatch.setattr(native, "module", lambda: spy)
+        opt.step()
+        monkeypatch.setattr(native, "module", lambda: None)
+        python.step()
+        ref.step()
+        for a, b in zip(ours, twin):
+            assert torch.equal(a, b), step
+    for a, c in zip(ours, theirs):
+        assert rel_err(a, c) <= 1e-6
+    compare_state(opt, ref, 1e-6)
+    # every step but the one with a missing gradient through C++, all three functions
+    assert spy.seen["grads"].count(True) >= 6 and False in spy.seen["grads"]
+    assert True in spy.seen["flat"] and True in spy.seen["stage"]
+
+
+def test_turned_off_it_is_neither_built_nor_used(monkeypatch, tmp_path):
+    import subprocess
+
+    env = {"DESCENT_CACHE_DIR": str(tmp_path), "DESCENT_NATIVE": "0", "DESCENT_BUILD": "1"}
+    code = (
+        "import torch, descent\n"
+        "from descent.engine import native\n"
+        "p = torch.nn.Parameter(torch.randn(3)); p.grad = torch.randn(3)\n"
+        "descent.SGD([p], lr=0.1).step()\n"
+        "print(native.module(), native.why_not())\n"
+    )
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None turned off (DESCENT_NATIVE=0)"
+    assert not list(tmp_path.rglob("native-*"))
