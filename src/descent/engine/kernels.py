@@ -69,11 +69,13 @@ def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
     ``(statics, names, numbers)``."""
     statics, names, numbers = [], [], []
     for h in hs:
-        values = h.values()
-        if bool not in set(map(type, values)):  # (most transforms have no flag)
+        for v in h.values():  # (most transforms have no flag: a loop is cheaper than a set)
+            if v is True or v is False:
+                break
+        else:
             statics.append(())
             names.append(tuple(h))
-            numbers += values
+            numbers += h.values()
             continue
         fixed, keys = [], []
         for k, v in h.items():

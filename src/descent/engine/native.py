@@ -30,6 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -47,6 +48,8 @@ _module: ModuleType | None = None
 _thread: threading.Thread | None = None
 #: why the module is not available in this process (None: not known yet)
 _failed: str | None = None
+#: when to look in the cache again, where no build was started
+_next_look = 0.0
 
 
 def module() -> ModuleType | None:
@@ -58,10 +61,14 @@ def module() -> ModuleType | None:
 
 
 def _next() -> ModuleType | None:
-    global _thread, _failed
+    global _thread, _failed, _next_look
     if _failed is not None or (_thread is not None and _thread.is_alive()):
         return None
     _thread = None
+    now = time.monotonic()
+    if now < _next_look:  # (a module another process builds is looked for once a second)
+        return None
+    _next_look = now + 1.0
     if os.environ.get(ENV, "1") == "0":
         _failed = f"turned off ({ENV}=0)"
         return None
@@ -96,12 +103,13 @@ def unavailable() -> str | None:
 def build() -> ModuleType | None:
     """Build (or load) the module now, waiting for it; None where it cannot be built
     (:func:`why_not` says why)."""
-    global _thread
+    global _thread, _next_look
     if _module is not None:
         return _module
     if _thread is not None:
         _thread.join()
         _thread = None
+    _next_look = 0.0
     path, failed, _ = paths()
     if not path.exists() and not failed.exists() and unavailable() is None:
         _build_quietly()
