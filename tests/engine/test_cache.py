@@ -16,7 +16,7 @@ import torch
 
 import descent
 from descent.cli.main import main as cli
-from descent.engine import aot, cache
+from descent.engine import aot, cache, native
 
 pytestmark = pytest.mark.compiled
 
@@ -121,7 +121,7 @@ def test_a_failed_build_is_recorded_once_and_steps_run_eagerly(tmp_path):
         "    descent.Lion(p, compile=True).step()\n"
         "print(kernels.stats['eager_calls'], kernels.stats['compiled_calls'], [str(x.message) for x in w])\n"
         "from descent.engine import native\n"
-        "print('native:', native.build(), native.why_not().splitlines()[0])\n"
+        "print('native:', native.build(), native.why_not().splitlines()[1])\n"
     )
     env = {**os.environ, "DESCENT_CACHE_DIR": str(tmp_path / "c"), "CXX": "/bin/false"}
     outs = []
@@ -139,6 +139,10 @@ def test_a_failed_build_is_recorded_once_and_steps_run_eagerly(tmp_path):
     # the C++ bookkeeping failed to build as well: recorded once, its steps the Python way
     native = list((tmp_path / "c" / "kernels").glob("native-*.failed"))
     assert len(native) == 1 and "the C++ compiler failed" in native[0].read_text()
+    listed = subprocess.run(
+        [sys.executable, "-m", "descent.cli.main", "cache", "info"], env=env, capture_output=True, text=True
+    )
+    assert "C++ gradient bookkeeping" in listed.stdout and "Lion" in listed.stdout, listed.stdout
     log = (tmp_path / "c" / "kernels" / "build.log").read_text()
     assert log.count(" failed ") == 1  # the second process did not build again
 
@@ -193,16 +197,20 @@ def test_warmup_info_and_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DESCENT_CACHE_DIR", str(tmp_path))
     assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    # plain SGD and with L2, each one call a piece and the windows kernel (fresh gradients)
-    assert str(tmp_path / "kernels") in out and "4 built" in out, out
+    # plain SGD and with L2, each one call a piece and the windows kernel (fresh
+    # gradients), and the C++ gradient bookkeeping
+    cxx = native.unavailable() is None  # (where it cannot be built: the kernels alone)
+    n = 5 if cxx else 4
+    assert str(tmp_path / "kernels") in out and f"{n} built" in out and (native.WHAT in out) == cxx, out
     assert cli(["warmup", "--optimizers", "sgd", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "0 built" in out and "4 already there" in out, out
     entries = cache.info()
-    assert len(entries) == 4 and all(e.failed is None and e.size > 0 for e in entries)
+    assert len(entries) == n and all(e.failed is None and e.size > 0 for e in entries)
     assert sum("x16 windows" in e.kernel for e in entries) == 2
+    assert sum(e.kernel == native.WHAT for e in entries) == int(cxx)
     assert cli(["cache", "info"]) == 0
-    assert "4 kernels" in capsys.readouterr().out
+    assert f"{n} kernels" in capsys.readouterr().out
     assert cli(["cache", "clear"]) == 0
     assert "removed" in capsys.readouterr().out
     assert cache.info() == [] and not list((tmp_path / "kernels").glob("*.pt2"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -84,11 +85,13 @@ def warmup(
         (summary.built if ok else summary.failed).append(key)
         why = "" if ok else " FAILED: " + (failed.read_text().splitlines()[1:2] or [""])[0]
         log(f"[{i}/{len(todo)}] {spec.describe():40s} {time.perf_counter() - t0:6.1f} s{why}")
-    if native.module() is None and native.unavailable() is None:
+    module, failed, _ = native.paths()
+    if not module.exists() and not failed.exists() and native.unavailable() is None:
         t0 = time.perf_counter()
-        ok = native.build() is not None
-        why = "" if ok else " FAILED: " + (native.why_not() or "").splitlines()[0]
-        log(f"C++ gradient bookkeeping {'':16s} {time.perf_counter() - t0:6.1f} s{why}")
+        ok = native.compile_module()
+        why = "" if ok else " FAILED: " + " ".join(failed.read_text().splitlines()[1:2])
+        (summary.built if ok else summary.failed).append(module.name.split(".")[0])
+        log(f"[+] {native.WHAT:40s} {time.perf_counter() - t0:6.1f} s{why}")
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -123,6 +126,9 @@ def info() -> list[Entry]:
                 meta.get("seconds"),
             )
         )
+    for path in sorted(d.glob("native-*.so")) if d.exists() else []:  # (descent.engine.native)
+        built = datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+        out.append(Entry(path.name.split(".")[0], path, path.stat().st_size, native.WHAT, built, None))
     for path in sorted(d.glob("*.failed")) if d.exists() else []:
         lines = path.read_text().splitlines()
         out.append(

@@ -44,6 +44,9 @@ SOURCE = Path(__file__).with_name("native.cpp")
 #: ``DESCENT_NATIVE=0``: never build nor use the module
 ENV = "DESCENT_NATIVE"
 
+#: what ``descent cache info`` calls the module
+WHAT = "C++ gradient bookkeeping"
+
 _module: ModuleType | None = None
 _thread: threading.Thread | None = None
 #: why the module is not available in this process (None: not known yet)
@@ -84,7 +87,7 @@ def _next() -> ModuleType | None:
         return None
     if not background_builds():  # (a later build() still may)
         return None
-    _thread = threading.Thread(target=_build_quietly, name="descent-native-build", daemon=True)
+    _thread = threading.Thread(target=compile_module, name="descent-native-build", daemon=True)
     _thread.start()
     return None
 
@@ -112,7 +115,7 @@ def build() -> ModuleType | None:
     _next_look = 0.0
     path, failed, _ = paths()
     if not path.exists() and not failed.exists() and unavailable() is None:
-        _build_quietly()
+        compile_module()
     return _next()
 
 
@@ -151,14 +154,15 @@ def _load(path: Path) -> ModuleType | None:
     return mod
 
 
-def _build_quietly() -> None:
-    """Compile the module into the cache under its lock; a failure is recorded there.
-    The compiler's process renames its output into place itself, so a build this
-    process does not live to see the end of still lands."""
+def compile_module() -> bool:
+    """Compile the module into the cache (unless it is there or failed before) under its
+    lock; a failure is recorded there. True when the module is in the cache. The
+    compiler's process renames its output into place itself, so a build this process
+    does not live to see the end of still lands."""
     path, failed, lock = paths()
     with aot.locked(lock):
         if path.exists() or failed.exists():
-            return
+            return path.exists()
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         script = " || ".join(  # (newer torch headers need C++20)
             f"({shlex.join(_command(std, tmp))} && mv -f {shlex.quote(str(tmp))} {shlex.quote(str(path))})"
@@ -167,9 +171,9 @@ def _build_quietly() -> None:
         done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=900)
         if not path.exists():
             tmp.unlink(missing_ok=True)
-            failed.write_text(
-                f"the C++ compiler failed (exit status {done.returncode}):\n" + done.stderr[-4000:]
-            )
+            why = f"{WHAT}\nthe C++ compiler failed (exit status {done.returncode}):\n"
+            failed.write_text(why + done.stderr[-4000:])
+        return path.exists()
 
 
 def _command(std: str, out: Path) -> list[str]:
