@@ -111,3 +111,44 @@ def test_loop_contenders_are_timed_each_in_a_process_of_its_own(monkeypatch):
     assert by["torch-fused"].median_ms is None
     assert "descent's step inside backward only" in by["torch-fused"].note
     assert os.environ["DESCENT_BUILD"] == "1"  # the workers' "0" is not left behind
+
+
+@pytest.mark.parametrize("numel,copies", [(1024, 2), (bench.TWICE_BELOW, 1)])
+def test_small_layouts_race_each_contender_built_early_and_late(monkeypatch, numel, copies):
+    """Below ``TWICE_BELOW`` elements every contender is built twice, in the list's order
+    and then in reverse, and its rounds are both copies' together; a contender that
+    cannot run is reported once, with its reason."""
+    built: list[str] = []
+    real_make = bench.make
+
+    def make(impl, key, ps):
+        built.append(impl)
+        if impl == "torch-fused" and key == "rmsprop":
+            raise TypeError("no fused RMSprop")
+        return real_make(impl, key, ps)
+
+    raced: list = []
+
+    def race(steps, device, rounds, prepare=None):
+        raced.extend(steps)
+        return {name: [float(i)] * rounds for i, name in enumerate(steps)}
+
+    monkeypatch.setattr(bench, "make", make)
+    monkeypatch.setattr(bench, "race", race)
+
+    def params(shapes, device, dtype):
+        p = torch.nn.Parameter(torch.zeros(4))
+        p.grad = torch.ones(4)
+        return [p]
+
+    monkeypatch.setattr(bench, "params", params)
+    impls = ["descent", "torch-forloop", "torch-fused"]
+    out = bench.contend("rmsprop", [(numel,)], impls, torch.device("cpu"), torch.float32, 3)
+    want = ["descent", "torch-forloop", "torch-fused"] + (["torch-forloop", "descent"] if copies == 2 else [])
+    assert built == want
+    ran = ["descent", "torch-forloop"]
+    assert raced == [(n, c) for c in range(copies) for n in (ran if c == 0 else ran[::-1])]
+    assert out["torch-fused"] == "no fused RMSprop"
+    for impl in ("descent", "torch-forloop"):
+        assert len(out[impl]) == 3 * copies
+        assert out[impl] == [t for c in range(copies) for t in [float(raced.index((impl, c)))] * 3]
