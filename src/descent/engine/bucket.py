@@ -96,6 +96,10 @@ class Bucket:
         #: the ``_version`` of each host buffer after descent last wrote it: an in-place
         #: edit of an exposed ``step`` (a view of it) shows as a newer version
         self.host_versions: dict[str, int] = {}
+        #: the host buffers and those versions as lists, in one order (for the C++ look
+        #: of a repeated step, :func:`.native.module`)
+        self.host_list: list[Tensor] = []
+        self.host_seen: list[int] = []
         #: the memory of the ``step`` host buffer as a Python array (None where it is
         #: not one): a repeated step writes its count there without a tensor op, and so
         #: without a new ``_version`` (which only the user's edits then change)
@@ -527,6 +531,8 @@ class Bucket:
             self.steps = memory
         self.host[name] = buf
         self.host_versions[name] = buf._version
+        self.host_list = list(self.host.values())
+        self.host_seen = [self.host_versions[k] for k in self.host]
         self.t = None
         return buf
 
@@ -554,6 +560,7 @@ class Bucket:
         """Record the host buffers' versions after descent's own writes."""
         for k, buf in self.host.items():
             self.host_versions[k] = buf._version
+        self.host_seen = [buf._version for buf in self.host_list]
 
     # -- runs ----------------------------------------------------------------------------
     def runs(self, has: list[bool] | None, names: Sequence[str]) -> list[tuple[int, int]]:

@@ -61,18 +61,7 @@ bool laid_out_alike(const at::Tensor& a, const at::Tensor& b) {
 // Every param's .grad, when each is a plain strided tensor of ``dtype`` on device
 // ``device_index`` (-1: the CPU) with its param's shape (``shapes[i]``, a torch.Size);
 // None when any is missing or differs.
-PyObject* grads(PyObject*, PyObject* args) {
-  PyObject *params, *dtype, *shapes;
-  int device;
-  if (!PyArg_ParseTuple(args, "OOiO", &params, &dtype, &device, &shapes)) {
-    return nullptr;
-  }
-  if (!PyList_Check(params) || !PyList_Check(shapes) || !THPDtype_Check(dtype) ||
-      PyList_GET_SIZE(params) != PyList_GET_SIZE(shapes)) {
-    PyErr_SetString(PyExc_TypeError, "grads(params: list, dtype, device: int, shapes: list of equal length)");
-    return nullptr;
-  }
-  auto want = reinterpret_cast<THPDtype*>(dtype)->scalar_type;
+PyObject* gather(PyObject* params, c10::ScalarType want, int device, PyObject* shapes) {
   Py_ssize_t n = PyList_GET_SIZE(params);
   PyObject* out = PyList_New(n);
   if (out == nullptr) {
@@ -96,6 +85,85 @@ PyObject* grads(PyObject*, PyObject* args) {
       return nullptr;
     }
     PyList_SET_ITEM(out, i, wrapped);
+  }
+  return out;
+}
+
+bool gather_args(PyObject* params, PyObject* dtype, PyObject* shapes) {
+  if (!PyList_Check(params) || !PyList_Check(shapes) || !THPDtype_Check(dtype) ||
+      PyList_GET_SIZE(params) != PyList_GET_SIZE(shapes)) {
+    PyErr_SetString(PyExc_TypeError, "params: list, dtype, device: int, shapes: list of equal length");
+    return false;
+  }
+  return true;
+}
+
+// grads(params, dtype, device_index, shapes) -> list | None: gather() from Python.
+PyObject* grads(PyObject*, PyObject* args) {
+  PyObject *params, *dtype, *shapes;
+  int device;
+  if (!PyArg_ParseTuple(args, "OOiO", &params, &dtype, &device, &shapes) || !gather_args(params, dtype, shapes)) {
+    return nullptr;
+  }
+  return gather(params, reinterpret_cast<THPDtype*>(dtype)->scalar_type, device, shapes);
+}
+
+// again(params, ptrs, hosts, versions, dtype, device_index, shapes) -> list | None
+//
+// A repeated step's look at a flat bucket whose gradients are fresh tensors: every param
+// still at its place in the flat buffer (``ptrs``), no host buffer (``step`` …) written
+// since descent last did (``versions``), and every gradient as ``grads`` wants it and
+// a tensor of its own (not a window into a shared buffer, which would be worth a new
+// layout). The gradients then; None when anything differs (the Python path looks again,
+// and names what is wrong).
+PyObject* again(PyObject*, PyObject* args) {
+  PyObject *params, *ptrs, *hosts, *versions, *dtype, *shapes;
+  int device;
+  if (!PyArg_ParseTuple(args, "OOOOOiO", &params, &ptrs, &hosts, &versions, &dtype, &device, &shapes) ||
+      !gather_args(params, dtype, shapes)) {
+    return nullptr;
+  }
+  if (!PyList_Check(params) || !PyList_Check(ptrs) || !PyList_Check(hosts) || !PyList_Check(versions) ||
+      PyList_GET_SIZE(params) != PyList_GET_SIZE(ptrs) || PyList_GET_SIZE(hosts) != PyList_GET_SIZE(versions)) {
+    PyErr_SetString(PyExc_TypeError, "again(params, ptrs, hosts, versions: lists, two pairs of equal length, ...)");
+    return nullptr;
+  }
+  Py_ssize_t n = PyList_GET_SIZE(params);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* obj = PyList_GET_ITEM(params, i);
+    if (!THPVariable_Check(obj)) {
+      Py_RETURN_NONE;
+    }
+    void* want = PyLong_AsVoidPtr(PyList_GET_ITEM(ptrs, i));
+    if (PyErr_Occurred()) {
+      return nullptr;
+    }
+    if (THPVariable_Unpack(obj).data_ptr() != want) {
+      Py_RETURN_NONE;
+    }
+  }
+  Py_ssize_t m = PyList_GET_SIZE(hosts);
+  for (Py_ssize_t k = 0; k < m; ++k) {
+    PyObject* obj = PyList_GET_ITEM(hosts, k);
+    if (!THPVariable_Check(obj)) {
+      Py_RETURN_NONE;
+    }
+    long long want = PyLong_AsLongLong(PyList_GET_ITEM(versions, k));
+    if (want == -1 && PyErr_Occurred()) {
+      return nullptr;
+    }
+    if (static_cast<long long>(THPVariable_Unpack(obj)._version()) != want) {
+      Py_RETURN_NONE;
+    }
+  }
+  PyObject* out = gather(params, reinterpret_cast<THPDtype*>(dtype)->scalar_type, device, shapes);
+  if (out == nullptr || out == Py_None || n == 0) {
+    return out;
+  }
+  const at::Tensor& g = THPVariable_Unpack(PyList_GET_ITEM(out, 0));
+  if (g.is_view() || g.storage().nbytes() != static_cast<size_t>(g.numel()) * g.element_size()) {
+    Py_DECREF(out);
+    Py_RETURN_NONE;
   }
   return out;
 }
@@ -224,6 +292,7 @@ PyObject* stage(PyObject*, PyObject* args) {
 
 PyMethodDef methods[] = {
     {"grads", grads, METH_VARARGS, "every param's gradient when each is as expected, else None"},
+    {"again", again, METH_VARARGS, "a repeated step's look at a bucket of fresh gradients"},
     {"flat", flat, METH_VARARGS, "gradients as 1-D windows into a kernel call's arguments"},
     {"stage", stage, METH_VARARGS, "small gradients copied into the staging buffer"},
     {nullptr, nullptr, 0, nullptr},
