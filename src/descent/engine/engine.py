@@ -417,7 +417,7 @@ class Engine:
                 values, saved = {"step": t}, None
             else:  # host scalars the rule advances (NAdam's mu_product): undone on a way back
                 host = {k: b.host[k] for k in chain.host[1:]}
-                saved = (b, {k: v.clone() for k, v in host.items()})
+                saved = (b, {k: v.tolist() for k, v in host.items()})  # (exact: float32/64 values)
                 chain.advance(task.group, t, host)
                 values = {"step": t, **{k: v[0].item() for k, v in host.items()}}
             statics, names, numbers = pack(chain.scalars(task.group, t, values))
@@ -458,7 +458,7 @@ class Engine:
             if saved is not None:
                 b, host = saved
                 for k, v in host.items():
-                    b.host[k].copy_(v)
+                    b.host[k].copy_(torch.tensor(v, dtype=b.host[k].dtype))
                 b.host_written()
         return False
 

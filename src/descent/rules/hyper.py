@@ -55,6 +55,8 @@ def read(group: Mapping[str, Any], ref: Hyper) -> float:
     elif isinstance(ref, tuple):
         name, index = ref
         value = group[name][index]
+        if type(value) is float:  # (betas)
+            return value
     elif callable(ref):
         value = ref(group)
     else:
