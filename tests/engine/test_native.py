@@ -239,3 +239,28 @@ def test_again_answers_the_gradients_only_when_nothing_a_repeated_step_reads_cha
         assert [g is p.grad for g, p in zip(got, ps)] == [True, True]
     else:
         assert got is None
+
+
+def test_a_compiler_that_cannot_run_is_recorded_once_and_the_steps_go_on(tmp_path):
+    """The background build's process cannot start (no shell): the reason is recorded in
+    the cache, the steps run the Python way, and nothing is tried again."""
+    import os
+    import subprocess
+
+    code = (
+        "import subprocess, time, torch, descent\n"
+        "from descent.engine import native\n"
+        "def boom(*a, **k): raise FileNotFoundError('no shell here')\n"
+        "subprocess.run = boom\n"
+        "p = torch.nn.Parameter(torch.randn(3)); p.grad = torch.randn(3)\n"
+        "o = descent.SGD([p], lr=0.1)\n"
+        "for _ in range(3):\n"
+        "    o.step(); time.sleep(0.3)\n"
+        "native._next_look = 0.0\n"
+        "print(native.module(), native.why_not().splitlines()[1])\n"
+    )
+    env = {**os.environ, "DESCENT_CACHE_DIR": str(tmp_path), "DESCENT_BUILD": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None the C++ compiler could not run: no shell here", out.stdout
+    assert len(list(tmp_path.rglob("native-*.failed"))) == 1 and not list(tmp_path.rglob("native-*.so"))

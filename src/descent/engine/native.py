@@ -87,7 +87,7 @@ def _next() -> ModuleType | None:
         return None
     if not background_builds():  # (a later build() still may)
         return None
-    _thread = threading.Thread(target=compile_module, name="descent-native-build", daemon=True)
+    _thread = threading.Thread(target=_in_background, name="descent-native-build", daemon=True)
     _thread.start()
     return None
 
@@ -154,6 +154,14 @@ def _load(path: Path) -> ModuleType | None:
     return mod
 
 
+def _in_background() -> None:
+    global _failed
+    try:
+        compile_module()
+    except Exception as exc:  # (the cache not writable …): the Python path, for this process
+        _failed = f"could not build: {exc}"
+
+
 def compile_module() -> bool:
     """Compile the module into the cache (unless it is there or failed before) under its
     lock; a failure is recorded there. True when the module is in the cache. The
@@ -168,11 +176,14 @@ def compile_module() -> bool:
             f"({shlex.join(_command(std, tmp))} && mv -f {shlex.quote(str(tmp))} {shlex.quote(str(path))})"
             for std in ("c++20", "c++17")
         )
-        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=900)
+        try:
+            done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=900)
+            why = f"the C++ compiler failed (exit status {done.returncode}):\n{done.stderr[-4000:]}"
+        except (OSError, subprocess.SubprocessError) as exc:  # no shell, a compiler that hangs
+            why = f"the C++ compiler could not run: {exc}"
         if not path.exists():
             tmp.unlink(missing_ok=True)
-            why = f"{WHAT}\nthe C++ compiler failed (exit status {done.returncode}):\n"
-            failed.write_text(why + done.stderr[-4000:])
+            failed.write_text(f"{WHAT}\n{why}")
         return path.exists()
 
 
