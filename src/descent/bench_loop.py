@@ -199,10 +199,44 @@ def _time(
     history is its own loop's, as in a user's process: freed memory of another model
     would otherwise serve its allocations without page faults, measured to halve an
     iteration of ``embedding-13M``; the step inside backward may also set the process's
-    mmap threshold). The contenders run in alternated rounds, one at a time."""
+    mmap threshold). The contenders run in alternated rounds, one at a time.
+
+    Which worker is started first moves the numbers (transformer-3M with clipping, the
+    two alone: 0.90× for the one started first, a tie the other way round), so half the
+    rounds run with the workers started in the list's order and half with a new set
+    started in reverse, and each contender's rounds are pooled."""
+    times: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    first = (rounds + 1) // 2
+    for order, part in ((list(impls), first), (list(reversed(impls)), rounds - first)):
+        if part:
+            _session(name, variant, [i for i in order if i not in notes], key, part, batch_s, times, notes)
+    params = sum(p.numel() for p in MODELS[name][0]().parameters())
+    out = []
+    for impl in impls:
+        if impl in notes:
+            out.append(LoopRow(name, params, variant, impl, None, note=notes[impl]))
+        elif times.get(impl):
+            ts = times[impl]
+            out.append(LoopRow(name, params, variant, impl, statistics.median(ts), min(ts), max(ts)))
+    return out
+
+
+def _session(
+    name: str,
+    variant: str,
+    impls: Sequence[str],
+    key: str,
+    rounds: int,
+    batch_s: float,
+    times: dict[str, list[float]],
+    notes: dict[str, str],
+) -> None:
+    """Start a worker per contender, in ``impls``' order, and time ``rounds`` alternated
+    rounds of them into ``times``; a contender that cannot run gets its reason in
+    ``notes``."""
     ctx = multiprocessing.get_context("spawn")
     workers: dict[str, tuple] = {}
-    notes: dict[str, str] = {}
     # (the workers inherit the environment: kernels were built before timing)
     with mock.patch.dict(os.environ, {"DESCENT_BUILD": "0"}), contextlib.ExitStack() as done:
         done.callback(_stop, workers)
@@ -217,8 +251,8 @@ def _time(
                 workers[impl] = (proc, here)
             else:
                 notes[impl] = value
+                times.pop(impl, None)
                 proc.join(5)
-        times: dict[str, list[float]] = {impl: [] for impl in workers}
         per_batch = {}
         for impl, (_, conn) in workers.items():
             conn.send(1)
@@ -228,16 +262,7 @@ def _time(
             for impl in names[r % len(names) :] + names[: r % len(names)]:
                 conn, k = workers[impl][1], per_batch[impl]
                 conn.send(k)
-                times[impl].append(conn.recv()[1] / k * 1e3)
-    params = sum(p.numel() for p in MODELS[name][0]().parameters())
-    out = []
-    for impl in impls:
-        if impl in times:
-            ts = times[impl]
-            out.append(LoopRow(name, params, variant, impl, statistics.median(ts), min(ts), max(ts)))
-        elif impl in notes:
-            out.append(LoopRow(name, params, variant, impl, None, note=notes[impl]))
-    return out
+                times.setdefault(impl, []).append(conn.recv()[1] / k * 1e3)
 
 
 def _stop(workers: dict[str, tuple]) -> None:

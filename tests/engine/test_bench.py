@@ -152,3 +152,27 @@ def test_small_layouts_race_each_contender_built_early_and_late(monkeypatch, num
     for impl in ("descent", "torch-forloop"):
         assert len(out[impl]) == 3 * copies
         assert out[impl] == [t for c in range(copies) for t in [float(raced.index((impl, c)))] * 3]
+
+
+def test_loop_workers_start_in_the_lists_order_for_half_the_rounds_and_in_reverse_for_the_rest(monkeypatch):
+    from descent import bench_loop
+
+    sessions: list = []
+
+    def session(name, variant, impls, key, rounds, batch_s, times, notes):
+        sessions.append((list(impls), rounds))
+        for i, impl in enumerate(impls):
+            if impl == "torch-foreach":
+                notes[impl] = "cannot run"
+                continue
+            times.setdefault(impl, []).extend([float(10 * len(sessions) + i)] * rounds)
+
+    monkeypatch.setattr(bench_loop, "_session", session)
+    rows = bench_loop._time(
+        "transformer-3M", "set_to_none", ["descent", "torch-foreach", "torch-fused"], "adam", 5, print
+    )
+    assert sessions == [(["descent", "torch-foreach", "torch-fused"], 3), (["torch-fused", "descent"], 2)]
+    by = {r.impl: r for r in rows}
+    assert by["torch-foreach"].median_ms is None and by["torch-foreach"].note == "cannot run"
+    assert (by["descent"].min_ms, by["descent"].max_ms) == (10.0, 21.0)  # both sessions pooled
+    assert (by["torch-fused"].min_ms, by["torch-fused"].max_ms) == (12.0, 20.0)
