@@ -93,11 +93,9 @@ class Bucket:
         self.shapes = [p.shape for p in params]
         self.state: dict[str, Tensor] = {}
         self.host: dict[str, Tensor] = {}
-        #: the ``_version`` of each host buffer after descent last wrote it: an in-place
-        #: edit of an exposed ``step`` (a view of it) shows as a newer version
-        self.host_versions: dict[str, int] = {}
-        #: the host buffers and those versions as lists, in one order (for the C++ look
-        #: of a repeated step, :func:`.native.module`)
+        #: the host buffers in one list, and the ``_version`` of each after descent last
+        #: wrote it: an in-place edit of an exposed ``step`` (a view of it) shows as a
+        #: newer version (lists, for the C++ look of a repeated step too)
         self.host_list: list[Tensor] = []
         self.host_seen: list[int] = []
         #: the memory of the ``step`` host buffer as a Python array (None where it is
@@ -530,18 +528,15 @@ class Bucket:
         if name == "step":
             self.steps = memory
         self.host[name] = buf
-        self.host_versions[name] = buf._version
-        self.host_list = list(self.host.values())
-        self.host_seen = [self.host_versions[k] for k in self.host]
+        self.host_written()
         self.t = None
         return buf
 
     def host_edited(self) -> bool:
         """A host scalar (``step`` …) was written through ``optimizer.state`` since the
         last step: a view of the buffer edited in place (``state[p]["step"] += 1``)."""
-        versions = self.host_versions
-        for k, buf in self.host.items():  # noqa: SIM110 (a loop: a generator costs more per step)
-            if buf._version != versions[k]:
+        for buf, seen in zip(self.host_list, self.host_seen):  # noqa: SIM110 (cheaper than a generator)
+            if buf._version != seen:
                 return True
         return False
 
@@ -558,8 +553,7 @@ class Bucket:
 
     def host_written(self) -> None:
         """Record the host buffers' versions after descent's own writes."""
-        for k, buf in self.host.items():
-            self.host_versions[k] = buf._version
+        self.host_list = list(self.host.values())
         self.host_seen = [buf._version for buf in self.host_list]
 
     # -- runs ----------------------------------------------------------------------------

@@ -133,6 +133,27 @@ class Run:
 _GENERAL: list = []
 
 
+def _prepared(b: Bucket, pieces: Sequence, names: Sequence[str]) -> list[Call]:
+    """The kernel calls :meth:`Engine._run` makes for ``pieces`` of ``b``, one a piece
+    (empty ones skipped), made once to be reused; :data:`_GENERAL` where a piece runs
+    eagerly (not 1-D, or too short for a kernel)."""
+    out = []
+    for item in pieces:
+        call = prepared(b, item, names)
+        if call.n == 0:
+            continue
+        if call.args[0].dim() != 1 or call.n < KERNEL_MIN:
+            return _GENERAL
+        out.append(call)
+    return out
+
+
+def _replayable(b: Bucket) -> bool:
+    """Whether ``b``'s steps can be kernel calls made once and reused: a flat bucket of
+    real params, state in their dtype, whose params share their step count (``b.t``)."""
+    return b.t is not None and b.flat and not b.sharded and b.fmt is None and not b.dtype.is_complex
+
+
 @dataclass
 class _Last:
     """A step that the next one repeats when nothing changed (see :meth:`Engine._again`)."""
@@ -410,7 +431,7 @@ class Engine:
         ready = []
         for task, made in zip(tasks, last.calls):
             b, chain = task.b, task.chain
-            if b.t is None or not b.flat or b.sharded or b.fmt is not None or b.dtype.is_complex:
+            if not _replayable(b):
                 return self._unwind(ready)
             t = b.t + 1
             if len(chain.host) == 1:
@@ -475,15 +496,8 @@ class Engine:
         kern = self._kernel(b, chain, statics, names, False, b.P)
         if kern is None or not kern.ready(False):
             return None
-        out = []
-        for item in run.items:  # the pieces _run steps one call each
-            call = prepared(b, item, chain.state)
-            if call.n == 0:
-                continue
-            if call.args[0].dim() != 1 or call.n < KERNEL_MIN:
-                return _GENERAL
-            out.append((kern, call))
-        return out
+        made = _prepared(b, run.items, chain.state)
+        return made if made is _GENERAL else [(kern, call) for call in made]
 
     def _prologue(self, groups: Sequence[dict], state: dict) -> list[tuple]:
         """Buckets for every group (laid out anew where the groups changed) and the user's
@@ -520,17 +534,8 @@ class Engine:
         ]
         for task in tasks:
             b = task.b
-            if (
-                b.uniform
-                and b.t is not None
-                and b.steps is not None
-                and b.flat
-                and not b.sharded
-                and b.fmt is None
-                and not b.dtype.is_complex
-                and len(task.chain.host) == 1
-                and 0 not in b.exposed
-            ):
+            one_count = b.uniform and b.steps is not None and len(task.chain.host) == 1
+            if one_count and _replayable(b) and 0 not in b.exposed:
                 task.t = b.t
         return tasks
 
@@ -586,20 +591,14 @@ class Engine:
     def _some_calls(b: Bucket, indices: Sequence[int], gr: Grads, names: Sequence[str]) -> list[Call]:
         """The calls :meth:`_run` makes for params ``indices``: the pieces of each range
         of consecutive ones; :data:`_GENERAL` where a piece runs eagerly."""
-        out = []
+        pieces = []
         start = 0
         for j in range(1, len(indices) + 1):
             if j < len(indices) and indices[j] == indices[j - 1] + 1:
                 continue
-            for item in items(b, indices[start], indices[j - 1] + 1, gr):
-                call = prepared(b, item, names)
-                if call.n == 0:
-                    continue
-                if call.args[0].dim() != 1 or call.n < KERNEL_MIN:
-                    return _GENERAL
-                out.append(call)
+            pieces += items(b, indices[start], indices[j - 1] + 1, gr)
             start = j
-        return out
+        return _prepared(b, pieces, names)
 
     def settle_some(self, state: dict, tasks: Sequence[Task]) -> None:
         """:meth:`settle` after a step made with :meth:`step_some`: whether each bucket's

@@ -281,11 +281,15 @@ PyObject* stage(PyObject*, PyObject* args) {
     }
   }
   for (auto& [v, g] : pairs) {
-    std::memcpy(v->data_ptr(), g->data_ptr(), g->numel() * g->element_size());
+    if (g->numel() > 0) {  // (an empty tensor may have no memory at all)
+      std::memcpy(v->data_ptr(), g->data_ptr(), g->numel() * g->element_size());
+    }
   }
   for (Py_ssize_t k = 0; k < m; ++k) {
     const at::Tensor& z = THPVariable_Unpack(PyList_GET_ITEM(gaps, k));
-    std::memset(z.data_ptr(), 0, z.numel() * z.element_size());
+    if (z.numel() > 0) {
+      std::memset(z.data_ptr(), 0, z.numel() * z.element_size());
+    }
   }
   Py_RETURN_TRUE;
 }

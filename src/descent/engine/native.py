@@ -9,7 +9,7 @@ case; anything else (a missing or mismatched gradient, another layout) goes the 
 way, which names what is wrong, so the numbers and the errors are the same either way.
 
 The module is compiled against this process's torch and Python with the C++ compiler
-AOTInductor uses too (``$CXX``, else ``c++``; about 10 s on a 2-core machine), in a
+AOTInductor uses too (``$CXX``, else ``c++``; about 11 s on a 2-core machine), in a
 background thread at the first step that could use it, into the kernel cache (keyed by
 the source, torch's and Python's versions and the machine). Steps run the Python way
 until it is ready. A build that fails leaves ``<digest>.failed`` with the compiler's
