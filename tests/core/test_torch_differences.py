@@ -141,3 +141,23 @@ def test_non_contiguous_params_follow_torchs_for_loop(name, kw):
     for a, b in zip(ours, theirs):
         assert rel_err(a, b) <= 1e-12
         assert a.stride() == b.stride()
+
+
+def test_a_host_scalar_assigned_by_a_rule_rounds_as_torchs_in_place_op_on_a_0d_tensor():
+    """``Host``: ``h[k] = h[k] * h.num(k, x)`` then rounded is ``state[k].mul_(x)`` of a
+    float32 0-d tensor, bit for bit; a float64 one computes in float64 as it is."""
+    from descent.rules.base import Host
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(3000, generator=gen, dtype=torch.float64)
+    factors = (0.5 + 0.5 * torch.rand(3000, generator=gen, dtype=torch.float64)).tolist()
+    naive_differs = 0
+    for value, x in zip(values.float().tolist(), factors):
+        ref = torch.tensor(value, dtype=torch.float32).mul_(x).item()
+        h = Host({"m": value, "w": value}, {"m"})
+        h["m"] = h["m"] * h.num("m", x)
+        h["w"] = h["w"] * h.num("w", x)
+        assert h.rounded()["m"] == ref, (value, x)
+        assert h.rounded()["w"] == torch.tensor(value, dtype=torch.float64).mul_(x).item()
+        naive_differs += Host({"m": value * x}, {"m"}).rounded()["m"] != ref
+    assert naive_differs > 0  # (the operand's rounding matters: the test can fail)

@@ -203,13 +203,15 @@ def prepared(monkeypatch):
         ("Adam", {"lr": 1e-2}, ("betas", (0.8, 0.95))),
         ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}, ("momentum", 0.5)),
         ("RMSprop", {"lr": 1e-3, "centered": True}, ("alpha", 0.9)),
+        ("NAdam", {"lr": 1e-2}, ("momentum_decay", 8e-3)),
     ],
 )
 def test_prepared_calls_inside_backward_follow_torch_optim_through_every_edit(prepared, name, kw, hyper):
     """Once every param of a bucket has stepped together, the steps inside backward run
     kernel calls prepared once; the numbers stay torch.optim's through a scheduler's lr,
     another hyperparameter, the state edited in place, a ``step`` count edited, a
-    param's state dropped and a layer left without gradients."""
+    param's state dropped and a layer left without gradients. NAdam's ``mu_product``,
+    a host scalar the rule advances, is written for each param as its update runs."""
     torch.manual_seed(0)
     inside, ref = Net().double(), Net().double()
     ref.load_state_dict(inside.state_dict())
@@ -252,17 +254,19 @@ def test_prepared_calls_inside_backward_follow_torch_optim_through_every_edit(pr
 
 @pytest.mark.usefixtures("bookkeeping")
 @pytest.mark.compiled
-def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(prepared, monkeypatch):
-    """float32, every param with a gradient: the bits of ``backward(); step()``, also
-    when the kernel is not ready at a step's first call (that step goes the general way,
-    eagerly) and when a later call of a step must go the general way (the rest of that
-    step does); the steps after are prepared again."""
+@pytest.mark.parametrize("name", ["AdamW", "NAdam"])
+def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(prepared, monkeypatch, name):
+    """float32, every param with a gradient: the bits of ``backward(); step()`` (params
+    and state, NAdam's ``mu_product`` included), also when the kernel is not ready at a
+    step's first call (that step goes the general way, eagerly) and when a later call of
+    a step must go the general way (the rest of that step does); the steps after are
+    prepared again."""
     from descent.engine.engine import _GENERAL, Engine
     from descent.engine.kernels import Kernel
 
     inside, outside = _pair()
-    o_in = descent.AdamW(_trained(inside), lr=1e-2, compile=True)
-    o_out = descent.AdamW(_trained(outside), lr=1e-2, compile=True)
+    o_in = getattr(descent, name)(_trained(inside), lr=1e-2, compile=True)
+    o_out = getattr(descent, name)(_trained(outside), lr=1e-2, compile=True)
     descent.step_in_backward(inside, o_in)
     gen = torch.Generator().manual_seed(1)
     ready, calls = Kernel.ready, Engine._some_calls
@@ -297,6 +301,9 @@ def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(pr
         o_out.step()
         for a, b in zip(inside.parameters(), outside.parameters()):
             assert torch.equal(a, b), step
+        for k, st in o_out.state_dict()["state"].items():
+            for key, v in st.items():
+                assert torch.equal(o_in.state_dict()["state"][k][key], v), (step, k, key)
     assert prepared[-3:] == [True] * 3
     sa, sb = o_in.state_dict(), o_out.state_dict()
     for k, st in sb["state"].items():

@@ -219,8 +219,8 @@ def test_a_param_moved_or_a_gradient_of_another_shape_is_still_seen(replays):
 
 def test_a_replay_that_cannot_go_on_leaves_the_host_scalars_as_they_were(replays, monkeypatch):
     """A replay finds out late that it cannot run (a kernel still building): NAdam's
-    ``mu_product``, already advanced for its numbers, is put back before the general
-    path advances it, so every step advances it exactly once."""
+    ``mu_product``, advanced for its numbers, is written only once every call is ready,
+    so the general path advances it from where it was: once a step."""
     original = Engine._calls_of
     building = [3]
 
@@ -244,3 +244,26 @@ def test_a_replay_that_cannot_go_on_leaves_the_host_scalars_as_they_were(replays
     for a, b in zip(ours, theirs):
         assert rel_err(a, b) <= 1e-12
     compare_state(opt, ref, 1e-12, cast=("mu_product",))
+
+
+@pytest.mark.usefixtures("bookkeeping")
+@pytest.mark.parametrize("momentum_decay", [4e-3, 0.37])
+def test_a_host_scalar_advanced_by_the_rule_keeps_torch_optims_bits(replays, momentum_decay):
+    """NAdam's float32 ``mu_product``, advanced in Python floats and rounded as torch's
+    in-place ``mul_`` on a 0-d float32 tensor rounds it, holds torch.optim's bits at every
+    step, replayed or not (a fast schedule too: its μ_t move in every bit)."""
+    ours, theirs = _params(torch.float32, [(ALONE + 5,), (300,), ()], n=2)
+    opt = descent.NAdam(ours, compile=True, momentum_decay=momentum_decay)
+    ref = torch.optim.NAdam(theirs, momentum_decay=momentum_decay)
+    gen = torch.Generator().manual_seed(5)
+    for step in range(60):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(a.shape, generator=gen)
+            a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            mine, torchs = opt.state[a]["mu_product"], ref.state[b]["mu_product"]
+            assert mine.dtype == torchs.dtype == torch.float32
+            assert torch.equal(mine, torchs), (step, mine.item(), torchs.item())
+    assert replays.count(True) >= 50

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import array
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..rules.base import Chain, Host
 from . import formats
 from .formats import BLOCK, Format
 from .kernels import Numbers
@@ -98,10 +100,12 @@ class Bucket:
         #: newer version (lists, for the C++ look of a repeated step too)
         self.host_list: list[Tensor] = []
         self.host_seen: list[int] = []
-        #: the memory of the ``step`` host buffer as a Python array (None where it is
-        #: not one): a repeated step writes its count there without a tensor op, and so
-        #: without a new ``_version`` (which only the user's edits then change)
-        self.steps: array.array | None = None
+        #: the memory of each host buffer as a Python array: a step writes its counts and
+        #: the rule's host scalars there without a tensor op, and so without a new
+        #: ``_version`` (which only the user's edits then change)
+        self.memory: dict[str, array.array] = {}
+        #: the host scalars kept in float32 (:class:`.Host`)
+        self.narrow: set[str] = set()
         self.exposed = bytearray(n)
         #: per param: the ``optimizer.state`` entry and the tensors descent last put there
         self.published: list[tuple[dict, dict] | None] = [None] * n
@@ -519,14 +523,15 @@ class Bucket:
 
     def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
         dtype = dtype or scalar_dtype()
-        code = _CODES.get(dtype) if self.params else None
-        if code is not None:  # a tensor over a Python array's memory (kept alive by it)
-            memory = array.array(code, [value]) * len(self.params)
-            buf = torch.frombuffer(memory, dtype=dtype)
+        code = _CODES[dtype]  # (torch.optim's step dtype, or float64)
+        # a tensor over a Python array's memory (kept alive by it)
+        memory = array.array(code, [value]) * len(self.params)
+        buf = torch.frombuffer(memory, dtype=dtype) if self.params else torch.empty(0, dtype=dtype)
+        self.memory[name] = memory
+        if dtype == torch.float64:
+            self.narrow.discard(name)
         else:
-            memory, buf = None, torch.full((len(self.params),), value, dtype=dtype)
-        if name == "step":
-            self.steps = memory
+            self.narrow.add(name)
         self.host[name] = buf
         self.host_written()
         self.t = None
@@ -540,16 +545,28 @@ class Bucket:
                 return True
         return False
 
-    def write_steps(self, t: float) -> None:
-        """Every param's step count := ``t``, written as descent's own (not an edit)."""
-        steps = self.steps
-        if steps is None:
-            self.host["step"].fill_(t)
-            self.host_written()
-        elif len(steps) == 1:
-            steps[0] = t
-        else:
-            steps[:] = array.array(steps.typecode, [t]) * len(steps)
+    def host_values(self, chain: Chain, group: Mapping[str, Any], t: float, i: int = 0) -> dict[str, Any]:
+        """The host scalars of step ``t`` of param ``i`` and those that share its scalars:
+        ``step`` and the rule's, advanced from the ones held (:meth:`.Chain.advance`),
+        rounded to their dtypes. Nothing is written (:meth:`write_host`)."""
+        names = chain.host
+        if len(names) == 1:
+            return {"step": t}
+        memory = self.memory
+        host = Host({k: memory[k][i] for k in names[1:]}, self.narrow)
+        chain.advance(group, t, host)
+        return {"step": t, **host.rounded()}
+
+    def write_host(self, values: Mapping[str, Any], a: int, c: int) -> None:
+        """Host scalars ``values`` (named as ``host``) written for params ``a..c-1`` as
+        descent's own, into the buffers' memory (no new ``_version``)."""
+        memory = self.memory
+        for k, v in values.items():
+            m = memory[k]
+            if c - a == 1:
+                m[a] = v
+            else:
+                m[a:c] = array.array(m.typecode, [v]) * (c - a)
 
     def host_written(self) -> None:
         """Record the host buffers' versions after descent's own writes."""

@@ -432,15 +432,9 @@ class Engine:
         for task, made in zip(tasks, last.calls):
             b, chain = task.b, task.chain
             if not _replayable(b):
-                return self._unwind(ready)
+                return False
             t = b.t + 1
-            if len(chain.host) == 1:
-                values, saved = {"step": t}, None
-            else:  # host scalars the rule advances (NAdam's mu_product): undone on a way back
-                host = {k: b.host[k] for k in chain.host[1:]}
-                saved = (b, {k: v.tolist() for k, v in host.items()})  # (exact: float32/64 values)
-                chain.advance(task.group, t, host)
-                values = {"step": t, **{k: v[0].item() for k, v in host.items()}}
+            values = b.host_values(chain, task.group, t)  # (written below, once every call is ready)
             statics, names, numbers = pack(chain.scalars(task.group, t, values))
             key = (statics, names, self.windows)
             plan = made.get(key)
@@ -450,38 +444,24 @@ class Engine:
                     if len(made) >= 8:  # (a rule whose flags keep changing)
                         made.clear()
                     made[key] = plan
-            ready.append((t, numbers, plan, saved))
+            ready.append((values, numbers, plan))
             if plan is None or plan is _GENERAL:
-                return self._unwind(ready)
-        for task, (t, numbers, plan, saved) in zip(tasks, ready):
+                return False
+        for task, (values, numbers, plan) in zip(tasks, ready):
             b = task.b
-            b.write_steps(t)
-            b.t = t
+            b.write_host(values, 0, len(b.params))
+            b.t = values["step"]
             scal = b.numbers.again(numbers) if b.cpu else None
             if scal is None:
                 scal = b.numbers.fill(numbers, b.P)
             grads = task.gr.grads
             for kern, call in plan:
                 _make(b, call, grads, scal, kern.fn)
-            if saved is not None:
-                b.host_written()
         # (nothing else to settle: the state holds what it held, the step counts were
         # written as descent's own)
         for task in tasks:
             task.gr = None
         return True
-
-    @staticmethod
-    def _unwind(ready: list) -> bool:
-        """A replay that cannot go on: the host scalars it advanced put back (the general
-        path advances them itself). False."""
-        for *_, saved in ready:
-            if saved is not None:
-                b, host = saved
-                for k, v in host.items():
-                    b.host[k].copy_(torch.tensor(v, dtype=b.host[k].dtype))
-                b.host_written()
-        return False
 
     def _calls_of(self, task: Task, statics: tuple, names: tuple) -> list | None:
         """The kernel calls :meth:`_run` makes for ``task``'s whole run, as
@@ -534,8 +514,7 @@ class Engine:
         ]
         for task in tasks:
             b = task.b
-            one_count = b.uniform and b.steps is not None and len(task.chain.host) == 1
-            if one_count and _replayable(b) and 0 not in b.exposed:
+            if b.uniform and _replayable(b) and 0 not in b.exposed:
                 task.t = b.t
         return tasks
 
@@ -557,21 +536,22 @@ class Engine:
     def _some_again(self, task: Task, indices: Sequence[int], gr: Grads) -> bool:
         """:meth:`step_some` as kernel calls prepared once per set of params, where every
         param of the bucket began the step at one count (``task.t``): the numbers are
-        the same for every call of the step, made at its first, and the counts written
-        as descent's own (:meth:`.Bucket.write_steps`). False, with nothing written,
-        where the general path must step these params (a kernel still building, a piece
-        stepped eagerly); the rest of this step then goes that way too."""
+        the same for every call of the step, made at its first, and the counts (and the
+        rule's host scalars) written as descent's own (:meth:`.Bucket.write_host`).
+        False, with nothing written, where the general path must step these params (a
+        kernel still building, a piece stepped eagerly); the rest of this step then goes
+        that way too."""
         b, chain = task.b, task.chain
         made = task.ready
         if made is None:
-            t = task.t + 1
-            statics, names, numbers = pack(chain.scalars(task.group, t, {"step": t}))
+            values = b.host_values(chain, task.group, task.t + 1)
+            statics, names, numbers = pack(chain.scalars(task.group, values["step"], values))
             kern = self._kernel(b, chain, statics, names, False, b.P)
             if kern is None or not kern.ready(False):
                 task.t = None
                 return False
-            made = task.ready = (t, b.numbers.fill(numbers, b.P), kern.fn)
-        t, scal, fn = made
+            made = task.ready = (values, b.numbers.fill(numbers, b.P), kern.fn)
+        values, scal, fn = made
         key = ("some", tuple(indices), chain.state)
         plan = b.plans.get(key)
         if plan is None:
@@ -582,9 +562,10 @@ class Engine:
         grads = gr.grads
         for call in plan:
             _make(b, call, grads, scal, fn)
-        steps = b.steps
-        for i in indices:
-            steps[i] = t
+        for k, v in values.items():
+            memory = b.memory[k]
+            for i in indices:
+                memory[i] = v
         return True
 
     @staticmethod
@@ -719,11 +700,9 @@ class Engine:
             steps += 1
             t = steps[0].item()
         b.t = t if whole else None
-        if len(host) == 1:
-            values = {"step": t}
-        else:
-            chain.advance(group, t, host)
-            values = {k: v[0].item() for k, v in host.items()}
+        values = b.host_values(chain, group, t, run.a)
+        if len(values) > 1:
+            b.write_host({k: values[k] for k in chain.host[1:]}, run.a, run.c)
         statics, names, numbers = pack(chain.scalars(group, t, values))
         if b.fmt is not None:
             return self._run_stored(task, run, guard, t, statics, names, numbers)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..rules.base import Chain, Scalars, exact_sqrt
+from ..rules.base import Chain, Host, Scalars, exact_sqrt
 from . import aot
 from .aot import Spec
 from .body import Step, Windows, nonfinite, options, unpack
@@ -91,13 +91,16 @@ def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
 
 def fresh_scalars(chain: Chain, group: dict) -> Iterator[list[Scalars]]:
     """The chain's scalars at steps 1, 2, … of a param that starts now."""
-    host = {k: torch.full((1,), chain.host_init(k), dtype=scalar_dtype()) for k in chain.host}
+    names = chain.host[1:]
+    single = {k for k in names if (chain.host_dtype(k) or scalar_dtype()) != torch.float64}
+    held = {k: chain.host_init(k) for k in names}
     t = 0.0
     while True:
         t += 1
-        host["step"] += 1
+        host = Host(held, single)
         chain.advance(group, t, host)
-        yield chain.scalars(group, t, {k: v.item() for k, v in host.items()})
+        held = host.rounded()
+        yield chain.scalars(group, t, {"step": t, **held})
 
 
 class Numbers:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..rules.base import Chain, Scalars, keep_graph
+from ..rules.base import Chain, Host, Scalars, keep_graph
 from .formats import CODES_SUFFIX
 from .kernels import compute_dtype
 from .layout import scalar_dtype
@@ -62,11 +62,20 @@ def advance(
         t = float(step)
     else:
         t = 2.0 if started else 1.0
-    host = {name: st[name].view(1) for name in chain.host[1:]}
-    chain.advance(group, t, {"step": torch.full((1,), t, dtype=scalar_dtype()), **host})
+    names = chain.host[1:]
+    # NAdam's mu_product: a tensor where it carries a gradient
+    held = {k: st[k] if st[k].requires_grad else st[k].item() for k in names}
+    host = Host(held, {k for k in names if st[k].dtype != torch.float64})
+    chain.advance(group, t, host)
     values: dict[str, Any] = {"step": t}
-    for name in chain.host[1:]:  # NAdam's mu_product, as a tensor where it carries a gradient
-        values[name] = st[name].clone() if st[name].requires_grad else float(st[name])
+    for k in names:  # stored in the state's dtype, as an in-place op on it rounds
+        v = host[k]
+        if isinstance(v, Tensor):
+            if v is not st[k]:
+                st[k].copy_(v)
+        else:
+            st[k].fill_(v)
+        values[k] = st[k].clone() if st[k].requires_grad else st[k].item()
     with keep_graph():
         return chain.scalars(group, t, values)
 

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from .hyper import (  # noqa: F401 (re-exported: the rules read hyperparameters through base)
     Fixed,
+    Host,
     Hyper,
     Scalars,
     TensorArithmetic,
@@ -88,9 +89,12 @@ class Transform:
         """Initial value of host scalar ``name``."""
         return 0.0
 
-    def advance(self, group: Mapping[str, Any], t: float, host: dict[str, Tensor]) -> None:
-        """Update host scalars in place for step ``t`` (tensors, so float32 state rounds
-        exactly as torch.optim's 0-d tensors do)."""
+    def advance(self, group: Mapping[str, Any], t: float, host: Host) -> None:
+        """Assign the values of this transform's host scalars at step ``t`` in ``host``
+        (it holds those of step ``t − 1``). Each is then rounded to its dtype as
+        torch.optim's in-place op on a 0-d tensor rounds it; :meth:`Host.num` rounds an
+        operand as that op would, so ``host[k] = host[k] * host.num(k, x)`` is
+        ``state[k].mul_(x)``."""
 
     def pace(self, group: Mapping[str, Any], t: float) -> float:
         """This transform's factor on the step size of step ``t``: η_t = η·Π pace. The
@@ -212,6 +216,8 @@ class Chain:
             raise ValueError(f"host scalars must be unique and not 'step': {hosts}")
         self.state: tuple[str, ...] = tuple(names)
         self.host: tuple[str, ...] = ("step", *hosts)
+        #: the transforms that advance host scalars
+        self.advancing = tuple(tr for tr in self.transforms if type(tr).advance is not Transform.advance)
         #: some transform sees whole tensors: the chain runs on batches of same-shape params
         self.whole: bool = any(tr.whole for tr in self.transforms)
         self.key: Hashable = tuple(tr.key() for tr in self.transforms)
@@ -229,8 +235,8 @@ class Chain:
     def host_init(self, name: str) -> float:
         return 0.0 if name == "step" else self.owner(name).host_init(name)
 
-    def advance(self, group: Mapping[str, Any], t: float, host: dict[str, Tensor]) -> None:
-        for tr in self.transforms:
+    def advance(self, group: Mapping[str, Any], t: float, host: Host) -> None:
+        for tr in self.advancing:
             tr.advance(group, t, host)
 
     def host_dtype(self, name: str) -> torch.dtype | None:
@@ -377,6 +383,7 @@ __all__ = [
     "Chain",
     "Descend",
     "Fixed",
+    "Host",
     "Hyper",
     "Prepare",
     "Scalars",

@@ -22,6 +22,43 @@ Hyper = str | tuple[str, int] | Callable[[Mapping[str, Any]], float]
 Scalars = dict[str, Any]
 
 
+class Host(dict):
+    """A step's host scalars, as :meth:`Transform.advance` gets them: each name's value
+    after the step before (a Python float; in a differentiable step, a 0-d tensor where
+    it carries a gradient). The rule assigns the new values.
+
+    Each scalar is kept in its tensor's dtype (torch.optim's ``step`` dtype, float32 by
+    default, or float64 for a transform's ``wide`` ones), and a value assigned is rounded
+    to it once, as an in-place op on a 0-d tensor rounds its result: a product of two
+    float32 values is exact in float64, so rounding it once gives the float32 product.
+    :meth:`num` rounds an operand as that op first rounds a Python number.
+    """
+
+    __slots__ = ("single",)
+
+    def __init__(self, values: Mapping[str, Any], single: frozenset[str] | set[str]):
+        super().__init__(values)
+        #: the names kept in float32
+        self.single = single
+
+    def num(self, name: str, x: Any) -> Any:
+        """``x`` as an op on host scalar ``name`` sees a Python number: rounded to float32
+        where the scalar is float32 (the CPU's compute type for it), else as it is."""
+        if isinstance(x, float) and name in self.single:
+            return array.array("f", [x])[0]
+        return x
+
+    def rounded(self) -> dict[str, Any]:
+        """The values as their tensors would hold them."""
+        single = self.single
+        out = {}
+        for k, v in self.items():
+            if type(v) is int:
+                v = float(v)
+            out[k] = array.array("f", [v])[0] if k in single and isinstance(v, float) else v
+        return out
+
+
 class _Graph(threading.local):
     on = False
 

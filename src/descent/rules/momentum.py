@@ -121,17 +121,20 @@ class NesterovEMA(Transform):
     def host_init(self, name):
         return 1.0
 
-    def _mu(self, group, t):
-        return read(group, self.beta) * (1.0 - 0.5 * 0.96 ** (t * read(group, self.momentum_decay)))
+    @staticmethod
+    def _mu(beta, psi, t):
+        return beta * (1.0 - 0.5 * 0.96 ** (t * psi))
 
     def advance(self, group, t, host):
         if self.schedule:
-            host["mu_product"].mul_(self._mu(group, t))
+            mu = self._mu(read(group, self.beta), read(group, self.momentum_decay), t)
+            host["mu_product"] = host["mu_product"] * host.num("mu_product", mu)
 
     def scalars(self, group, t, host):
         beta = read(group, self.beta)
         if self.schedule:
-            mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
+            psi = read(group, self.momentum_decay)
+            mu, mu_next = self._mu(beta, psi, t), self._mu(beta, psi, t + 1)
             product = host["mu_product"]
         else:
             mu = mu_next = beta

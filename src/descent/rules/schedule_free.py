@@ -62,9 +62,9 @@ class ScheduleFree(Descend):
 
     def advance(self, group, t, host):
         # A run's params share these values: Python floats, as the reference computes them.
-        lr_max = max(float(host["lr_max"][0]), float(self._rate(group, t)))
-        host["lr_max"].fill_(lr_max)
-        host["weight_sum"].fill_(float(host["weight_sum"][0]) + self._weight(group, t, lr_max))
+        lr_max = max(float(host["lr_max"]), float(self._rate(group, t)))
+        host["lr_max"] = lr_max
+        host["weight_sum"] = float(host["weight_sum"]) + self._weight(group, t, lr_max)
 
     def scalars(self, group, t, host, pace=1.0):
         lr = self._rate(group, t) * pace
