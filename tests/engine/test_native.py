@@ -147,6 +147,7 @@ class _Spy:
     def __init__(self, mod):
         self.mod = mod
         self.seen: dict[str, list] = {"grads": [], "again": [], "flat": [], "stage": []}
+        self.seen.update(open_kernel=[], run=[])
 
     def __getattr__(self, name):
         fn = getattr(self.mod, name)
@@ -268,3 +269,87 @@ def test_a_compiler_that_cannot_run_is_recorded_once_and_the_steps_go_on(tmp_pat
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None the C++ compiler could not run: no shell here", out.stdout
     assert len(list(tmp_path.rglob("native-*.failed"))) == 1 and not list(tmp_path.rglob("native-*.so"))
+
+
+# -- a kernel's library called through the module ----------------------------------------
+@pytest.mark.compiled
+@pytest.mark.parametrize(
+    "name,kw,shapes",
+    [
+        ("Adam", {"weight_decay": 0.1}, SHAPES),  # windows kernels: several tensors a call
+        ("NAdam", {"skip_nonfinite": True}, [(3000,)]),  # a guarded kernel: it returns a flag
+        ("AdamW", {"state_dtype": torch.bfloat16}, [(LARGE + 1,), (300,)]),  # a stored format
+    ],
+)
+def test_a_kernel_run_through_its_library_gives_torchs_runners_bits(fast, monkeypatch, name, kw, shapes):
+    """Every kernel call a step makes, made again on copies of its arguments through the
+    module (``native.runner``) and through torch's AOTInductor runner: the same bits in
+    every argument written and the same outputs (a guarded kernel's flag, inf and not)."""
+    from descent.engine import aot, engine, kernels
+
+    monkeypatch.setattr(native, "module", lambda: fast)
+    made: list[tuple] = []
+    original = engine._call
+
+    def record(fn, args, n, cpu):
+        made.append((fn, [a.clone() for a in args]))
+        return original(fn, args, n, cpu)
+
+    monkeypatch.setattr(engine, "_call", record)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    opt = getattr(descent, name)(params, compile=True, **kw)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+            if step == 2 and kw.get("skip_nonfinite"):
+                p.grad.view(-1)[0] = float("inf")
+        opt.step()
+    known = {}
+    for b in opt._engine.groups[0].buckets:
+        for kern in b.kernels.values():
+            if kern is not None and kern.fn is not None:
+                known[id(kern.fn)] = kern
+    assert made and all(id(fn) in known for fn, _ in made)
+    flags = []
+    for fn, args in made:
+        kern = known[id(fn)]
+        pt2 = aot.paths(kern.key)[0]
+        direct, theirs = native.runner(pt2), aot.load(pt2, torch.device("cpu"))
+        assert direct is not None
+        a, b = [x.clone() for x in args], [x.clone() for x in args]
+        out_a, out_b = direct(a), theirs.run(b)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), kern.spec.describe()
+        out_b = [o for o in out_b if o is not None]
+        assert (out_a is None) == (not out_b)
+        if out_a is not None:
+            assert len(out_a) == len(out_b) and all(torch.equal(x, y) for x, y in zip(out_a, out_b))
+            flags.append(bool(out_a[0]))
+    if kw.get("skip_nonfinite"):
+        assert True in flags and False in flags  # (the inf step was skipped in the kernel)
+    assert kernels.stats["compiled_calls"] > 0
+
+
+def test_a_kernel_call_refuses_what_is_not_its_arguments(fast, tmp_path, monkeypatch):
+    """A wrong count of arguments or one that is not a tensor: a TypeError naming it,
+    before the kernel runs; a file that is not a kernel library: no runner (torch's then)."""
+    from descent.engine import aot
+
+    monkeypatch.setattr(native, "module", lambda: fast)
+    p = torch.nn.Parameter(torch.zeros(3000))
+    opt = descent.SGD([p], lr=0.1, compile=True)
+    p.grad = torch.ones(3000)
+    opt.step()
+    kern = next(k for k in opt._engine.groups[0].buckets[0].kernels.values() if k is not None)
+    run = native.runner(aot.paths(kern.key)[0])
+    assert run is not None
+    args = [p.detach(), torch.ones(3000), torch.zeros(sum(len(k) for k in kern.spec.names))]
+    with pytest.raises(TypeError, match="the kernel takes 3 tensors, not 2"):
+        run(args[:2])
+    with pytest.raises(TypeError, match="argument 1 of a kernel call is not a tensor"):
+        run([args[0], 1.0, args[2]])
+    assert torch.equal(p, torch.full((3000,), -0.1))  # (nothing ran)
+    bad = tmp_path / "x.pt2"
+    bad.write_bytes(b"not a zip")
+    assert native.runner(bad) is None

@@ -58,6 +58,12 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "descent"
 
 
+def background_builds() -> bool:
+    """``DESCENT_BUILD=0`` stops ``compile="auto"`` from starting builds (cached kernels
+    are still used; ``compile=True`` still builds what it needs)."""
+    return os.environ.get("DESCENT_BUILD", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def kernel_dir() -> Path:
     return cache_root() / "kernels"
 

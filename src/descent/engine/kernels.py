@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..rules.base import Chain, Host, Scalars, exact_sqrt
-from . import aot
+from . import aot, native
 from .aot import Spec
 from .body import Step, Windows, nonfinite, options, unpack
 from .formats import BLOCK, Format, StoredStep, full_width, i32, stored
@@ -236,7 +236,7 @@ class Kernel:
                 return self._give_up(failed.read_text().splitlines()[1:2])
             if not aot.importable(self.spec.chain):
                 return self._build_here() if wait else False
-            if not wait and self.interim and not background_builds():
+            if not wait and self.interim and not aot.background_builds():
                 return False
             aot.builder.request(self.key, self.spec)
             if not wait:
@@ -246,6 +246,11 @@ class Kernel:
             time.sleep(0.05)
 
     def _load(self, path) -> bool:
+        direct = native.runner(path) if self.device.type == "cpu" else None
+        if direct is not None:
+            self.fn = _counted(direct)
+            stats["loaded"] += 1
+            return True
         try:
             runner = aot.load(path, self.device)
         except Exception as exc:  # a damaged file: forget it, it is rebuilt next time
@@ -297,12 +302,6 @@ def _counted(fn: Callable[[list[Tensor]], list[Tensor]]) -> Callable[[list[Tenso
         return out
 
     return run
-
-
-def background_builds() -> bool:
-    """``DESCENT_BUILD=0`` stops ``compile="auto"`` from starting builds (cached kernels
-    are still used; ``compile=True`` still builds what it needs)."""
-    return os.environ.get("DESCENT_BUILD", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _compile(spec: Spec) -> Callable[[list[Tensor]], None]:

@@ -7,8 +7,11 @@
 // False, and the Python path, which names what is wrong, runs instead.
 
 #include <Python.h>
+#include <dlfcn.h>
 
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -294,7 +297,174 @@ PyObject* stage(PyObject*, PyObject* args) {
   Py_RETURN_TRUE;
 }
 
+// -- a kernel's library, called without torch's runner ------------------------------------
+//
+// A kernel is an AOTInductor model: a shared library with a small C interface (create a
+// container, run it on tensor handles). torch's runner adds about 1.7 us a call around it
+// (its argument vectors, its output list, pybind11); a 1 K-param step's kernel computes
+// for a fraction of a microsecond. Here the library is opened and run through that C
+// interface itself: a tensor handle is an ``at::Tensor*`` the model takes over (and
+// deletes), as torch's runner hands it.
+
+struct Container;
+struct Stream;
+struct Proxy;
+struct Handle;  // an at::Tensor*, given to (inputs) or taken from (outputs) the model
+
+struct Model;
+
+using Create = int32_t (*)(Container**, size_t, const char*, const char*);
+using Delete = int32_t (*)(Container*);
+using Count = int32_t (*)(Container*, size_t*);
+using CreateModel = int32_t (*)(Model**, void*);
+using RunModel = int32_t (*)(Model*, Handle**, Handle**);
+using DeleteModel = int32_t (*)(Model*);
+
+struct Kernel {
+  Model* model = nullptr;
+  RunModel run = nullptr;
+  DeleteModel del = nullptr;
+  size_t inputs = 0;
+  size_t outputs = 0;
+};
+
+const char* const KERNEL = "descent kernel";
+
+void close_kernel(PyObject* capsule) {
+  auto* k = static_cast<Kernel*>(PyCapsule_GetPointer(capsule, KERNEL));
+  if (k != nullptr) {
+    k->del(k->model);  // (the library stays loaded: its code may still be on a stack)
+    delete k;
+  }
+}
+
+// open_kernel(path) -> capsule
+//
+// The kernel library at ``path`` (a CPU model) opened and one model instance made.
+// Raises OSError where the library or its interface is not there.
+PyObject* open_kernel(PyObject*, PyObject* args) {
+  const char* path;
+  if (!PyArg_ParseTuple(args, "s", &path)) {
+    return nullptr;
+  }
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    PyErr_Format(PyExc_OSError, "cannot open %s: %s", path, dlerror());
+    return nullptr;
+  }
+  auto create = reinterpret_cast<Create>(dlsym(lib, "AOTInductorModelContainerCreateWithDevice"));
+  auto drop = reinterpret_cast<Delete>(dlsym(lib, "AOTInductorModelContainerDelete"));
+  auto inputs = reinterpret_cast<Count>(dlsym(lib, "AOTInductorModelContainerGetNumInputs"));
+  auto outputs = reinterpret_cast<Count>(dlsym(lib, "AOTInductorModelContainerGetNumOutputs"));
+  auto make = reinterpret_cast<CreateModel>(dlsym(lib, "AOTInductorModelCreate"));
+  auto run = reinterpret_cast<RunModel>(dlsym(lib, "AOTInductorModelRun"));
+  auto del = reinterpret_cast<DeleteModel>(dlsym(lib, "AOTInductorModelDelete"));
+  if (create == nullptr || drop == nullptr || inputs == nullptr || outputs == nullptr || make == nullptr ||
+      run == nullptr || del == nullptr) {
+    PyErr_Format(PyExc_OSError, "%s lacks the AOTInductor model interface", path);
+    return nullptr;
+  }
+  std::string dir(path);
+  dir = dir.substr(0, dir.find_last_of('/') + 1);
+  // The counts of inputs and outputs come from a container (the model's own interface
+  // has none for inputs); the calls run the model itself, without the container's
+  // locking and scheduling.
+  auto* k = new Kernel;
+  k->run = run;
+  k->del = del;
+  Container* container = nullptr;
+  bool made = create(&container, 1, "cpu", dir.c_str()) == 0 && inputs(container, &k->inputs) == 0 &&
+      outputs(container, &k->outputs) == 0;
+  if (container != nullptr) {
+    drop(container);
+  }
+  if (!made || make(&k->model, nullptr) != 0 || k->model == nullptr) {
+    delete k;
+    PyErr_Format(PyExc_OSError, "could not make a model of %s", path);
+    return nullptr;
+  }
+  PyObject* capsule = PyCapsule_New(k, KERNEL, close_kernel);
+  if (capsule == nullptr) {
+    del(k->model);
+    delete k;
+  }
+  return capsule;
+}
+
+// run(kernel, args) -> None | list
+//
+// One call of the kernel on ``args`` (a list of tensors, as torch's runner takes them):
+// None where the kernel returns nothing, else its outputs (a guarded step's flag).
+PyObject* run(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyList_Check(argv[1])) {
+    PyErr_SetString(PyExc_TypeError, "run(kernel, args: list)");
+    return nullptr;
+  }
+  auto* k = static_cast<Kernel*>(PyCapsule_GetPointer(argv[0], KERNEL));
+  if (k == nullptr) {
+    return nullptr;
+  }
+  PyObject* list = argv[1];
+  Py_ssize_t n = PyList_GET_SIZE(list);
+  if (static_cast<size_t>(n) != k->inputs) {
+    PyErr_Format(PyExc_TypeError, "the kernel takes %zu tensors, not %zd", k->inputs, n);
+    return nullptr;
+  }
+  Handle* small[16];
+  std::vector<Handle*> big;
+  Handle** in = small;
+  if (n > 16) {
+    big.resize(n);
+    in = big.data();
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* obj = PyList_GET_ITEM(list, i);
+    if (!THPVariable_Check(obj)) {
+      for (Py_ssize_t j = 0; j < i; ++j) {
+        delete reinterpret_cast<at::Tensor*>(in[j]);
+      }
+      PyErr_Format(PyExc_TypeError, "argument %zd of a kernel call is not a tensor", i);
+      return nullptr;
+    }
+    in[i] = reinterpret_cast<Handle*>(new at::Tensor(THPVariable_Unpack(obj)));
+  }
+  std::vector<Handle*> out(k->outputs, nullptr);
+  if (k->run(k->model, in, out.data()) != 0) {
+    PyErr_SetString(PyExc_RuntimeError, "a kernel call failed (see the message above)");
+    return nullptr;
+  }
+  bool none = true;  // (a step without a guard returns None: one null handle)
+  for (Handle* h : out) {
+    none = none && h == nullptr;
+  }
+  if (none) {
+    Py_RETURN_NONE;
+  }
+  PyObject* result = PyList_New(static_cast<Py_ssize_t>(out.size()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto* t = reinterpret_cast<at::Tensor*>(out[i]);
+    PyObject* item = nullptr;
+    if (t == nullptr) {
+      item = Py_NewRef(Py_None);
+    } else {
+      item = result == nullptr ? nullptr : THPVariable_Wrap(std::move(*t));
+      delete t;
+    }
+    if (result != nullptr) {
+      if (item == nullptr) {
+        Py_CLEAR(result);
+      } else {
+        PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), item);
+      }
+    }
+  }
+  return result;
+}
+
 PyMethodDef methods[] = {
+    {"open_kernel", open_kernel, METH_VARARGS, "a kernel library opened, to be run by run()"},
+    {"run", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(run)), METH_FASTCALL,
+     "one kernel call (as torch's runner makes it)"},
     {"grads", grads, METH_VARARGS, "every param's gradient when each is as expected, else None"},
     {"again", again, METH_VARARGS, "a repeated step's look at a bucket of fresh gradients"},
     {"flat", flat, METH_VARARGS, "gradients as 1-D windows into a kernel call's arguments"},

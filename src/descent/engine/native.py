@@ -7,6 +7,8 @@ reads, a view through the dispatcher): at 611 K params in 39 tensors, 30 µs of 
 step. ``native.cpp`` does the same in a tenth of the time. It answers only the common
 case; anything else (a missing or mismatched gradient, another layout) goes the Python
 way, which names what is wrong, so the numbers and the errors are the same either way.
+It also calls the CPU kernels through their libraries' C interface (:func:`runner`),
+0.8 µs a call where torch's runner takes 1.7 µs more.
 
 The module is compiled against this process's torch and Python with the C++ compiler
 AOTInductor uses too (``$CXX``, else ``c++``; about 11 s on a 2-core machine), in a
@@ -19,6 +21,7 @@ turns it off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -31,13 +34,14 @@ import sys
 import sysconfig
 import threading
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
 from . import aot
-from .kernels import background_builds
 
 SOURCE = Path(__file__).with_name("native.cpp")
 
@@ -85,7 +89,7 @@ def _next() -> ModuleType | None:
     if reason is not None:
         _failed = reason
         return None
-    if not background_builds():  # (a later build() still may)
+    if not aot.background_builds():  # (a later build() still may)
         return None
     _thread = threading.Thread(target=_in_background, name="descent-native-build", daemon=True)
     _thread.start()
@@ -117,6 +121,29 @@ def build() -> ModuleType | None:
     if not path.exists() and not failed.exists() and unavailable() is None:
         compile_module()
     return _next()
+
+
+def runner(pt2: Path) -> Callable[[list], list | None] | None:
+    """The CPU kernel packaged at ``pt2`` as a function of its argument list, called
+    through the module's C interface to the kernel's library rather than torch's runner
+    (about 1.7 µs less a call): its library is taken out of the package once, into the
+    cache beside it. None where the module is not available or the package holds no
+    library it can open (torch's runner runs the kernel then)."""
+    mod = module()
+    if mod is None:
+        return None
+    lib = pt2.with_suffix(".so")
+    try:
+        if not lib.exists():
+            with zipfile.ZipFile(pt2) as package:
+                name = next(n for n in package.namelist() if n.endswith(".so") and "/aotinductor/" in n)
+                tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(package.read(name))
+                os.replace(tmp, lib)  # (whole or absent, for a process opening it meanwhile)
+        handle = mod.open_kernel(str(lib))
+    except (OSError, StopIteration, zipfile.BadZipFile):
+        return None
+    return functools.partial(mod.run, handle)
 
 
 def why_not() -> str | None:
