@@ -116,11 +116,12 @@ def info() -> list[Entry]:
         side = path.with_suffix(".json")
         if side.exists():
             meta = json.loads(side.read_text())
+        lib = path.with_suffix(".so")  # (its library, once taken out: descent.engine.native)
         out.append(
             Entry(
                 path.stem,
                 path,
-                path.stat().st_size,
+                path.stat().st_size + (lib.stat().st_size if lib.exists() else 0),
                 meta.get("kernel", "?"),
                 meta.get("built", "?"),
                 meta.get("seconds"),

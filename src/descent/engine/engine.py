@@ -687,8 +687,7 @@ class Engine:
         piece) it writes nothing when the gradient is not finite, and returns False then."""
         b, chain, group = task.b, task.chain, task.group
         whole = run.a == 0 and run.c == len(b.params)
-        host = {k: (b.host[k] if whole else b.host[k][run.a : run.c]) for k in chain.host}
-        steps = host["step"]
+        steps = b.host["step"] if whole else b.host["step"][run.a : run.c]
         # A run's params share their host scalars: after a whole-bucket run the bucket
         # keeps its step as a number (fill_ costs a third of += on a host tensor).
         if run.again and not self.keeper.state_step:

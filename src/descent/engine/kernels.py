@@ -92,12 +92,12 @@ def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
 def fresh_scalars(chain: Chain, group: dict) -> Iterator[list[Scalars]]:
     """The chain's scalars at steps 1, 2, … of a param that starts now."""
     names = chain.host[1:]
-    single = {k for k in names if (chain.host_dtype(k) or scalar_dtype()) != torch.float64}
+    narrow = {k for k in names if (chain.host_dtype(k) or scalar_dtype()) != torch.float64}
     held = {k: chain.host_init(k) for k in names}
     t = 0.0
     while True:
         t += 1
-        host = Host(held, single)
+        host = Host(held, narrow)
         chain.advance(group, t, host)
         held = host.rounded()
         yield chain.scalars(group, t, {"step": t, **held})

@@ -22,6 +22,11 @@ Hyper = str | tuple[str, int] | Callable[[Mapping[str, Any]], float]
 Scalars = dict[str, Any]
 
 
+def float32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (ties to even), as a Python float."""
+    return array.array("f", [x])[0]
+
+
 class Host(dict):
     """A step's host scalars, as :meth:`Transform.advance` gets them: each name's value
     after the step before (a Python float; in a differentiable step, a 0-d tensor where
@@ -34,29 +39,21 @@ class Host(dict):
     :meth:`num` rounds an operand as that op first rounds a Python number.
     """
 
-    __slots__ = ("single",)
+    __slots__ = ("narrow",)
 
-    def __init__(self, values: Mapping[str, Any], single: frozenset[str] | set[str]):
+    def __init__(self, values: Mapping[str, Any], narrow: frozenset[str] | set[str]):
         super().__init__(values)
         #: the names kept in float32
-        self.single = single
+        self.narrow = narrow
 
     def num(self, name: str, x: Any) -> Any:
         """``x`` as an op on host scalar ``name`` sees a Python number: rounded to float32
         where the scalar is float32 (the CPU's compute type for it), else as it is."""
-        if isinstance(x, float) and name in self.single:
-            return array.array("f", [x])[0]
-        return x
+        return float32(x) if isinstance(x, float) and name in self.narrow else x
 
     def rounded(self) -> dict[str, Any]:
         """The values as their tensors would hold them."""
-        single = self.single
-        out = {}
-        for k, v in self.items():
-            if type(v) is int:
-                v = float(v)
-            out[k] = array.array("f", [v])[0] if k in single and isinstance(v, float) else v
-        return out
+        return {k: self.num(k, float(v) if type(v) is int else v) for k, v in self.items()}
 
 
 class _Graph(threading.local):
@@ -122,10 +119,10 @@ class TensorArithmetic:
         self.dtype = dtype
 
     def num(self, x: float) -> float:
-        return array.array("f", [x])[0]
+        return float32(x)
 
     def op(self, x: float) -> float:
-        x = array.array("f", [x])[0]
+        x = float32(x)
         if self.dtype != torch.float32:
             x = torch.tensor(x, dtype=torch.float32).to(self.dtype).item()
         return x
