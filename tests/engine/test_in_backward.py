@@ -309,3 +309,41 @@ def test_steps_by_prepared_calls_inside_backward_give_the_ordinary_steps_bits(pr
     for k, st in sb["state"].items():
         for key, v in st.items():
             assert torch.equal(sa["state"][k][key], v), (k, key)
+
+
+def test_a_gradient_freed_inside_backward_gives_its_memory_to_the_next_one(monkeypatch):
+    """Where freed gradients go back to the OS (``release_memory``), each waits in the
+    block cache for the next gradient backward makes, which takes its memory instead of
+    page-faulting new memory in; the numbers stay those of ``backward(); step()``."""
+    import copy
+    import gc
+
+    from descent.engine import backward, native
+
+    mod = native.build()
+    if mod is None:
+        pytest.skip(f"no C++ module here: {native.why_not()}")
+    monkeypatch.setattr(backward, "return_freed_memory", lambda: True)  # (process-wide: not in tests)
+    gc.collect()
+    torch.manual_seed(0)
+    inside = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(4)])  # 1 MiB weights
+    outside = copy.deepcopy(inside)
+    o_in, o_out = descent.Adam(inside.parameters(), lr=1e-2), descent.Adam(outside.parameters(), lr=1e-2)
+    handle = descent.step_in_backward(inside, o_in, release_memory=True)
+    before = mod.block_cache_info()
+    assert before["on"] and before["cap"] >= 512 * 512 * 4
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(8, 512, generator=gen) for _ in range(4)]
+    for x in xs:
+        inside(x).pow(2).mean().backward()
+    assert mod.block_cache_info()["hits"] - before["hits"] >= 12  # (all but the first few)
+    handle.remove()
+    for x in xs:
+        o_out.zero_grad()
+        outside(x).pow(2).mean().backward()
+        o_out.step()
+    for a, b in zip(inside.parameters(), outside.parameters()):
+        assert torch.equal(a, b)
+    assert id(handle.steps) not in backward._keep
+    if not backward._keep:
+        assert mod.block_cache_info()["on"] is False

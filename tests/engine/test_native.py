@@ -353,3 +353,89 @@ def test_a_kernel_call_refuses_what_is_not_its_arguments(fast, tmp_path, monkeyp
     bad = tmp_path / "x.pt2"
     bad.write_bytes(b"not a zip")
     assert native.runner(bad) is None
+
+
+# -- the block cache (large freed CPU blocks kept for the next gradient) ----------------
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def cache(fast):
+    """The block cache in front of torch's CPU allocator, keeping up to 8 MiB of blocks
+    of 1 MiB or more; stepped aside after the test."""
+    assert fast.block_cache(8 * MiB, MiB) is True
+    yield fast
+    assert fast.block_cache(0, 0) is True
+    assert fast.block_cache_info()["on"] is False
+
+
+def _block(n: int) -> torch.Tensor:
+    return torch.empty(n, dtype=torch.uint8)
+
+
+def test_a_freed_large_block_serves_the_next_allocation_that_fits_it(cache):
+    a = _block(2 * MiB)
+    where = a.data_ptr()
+    a.fill_(7)
+    assert int(a[-1]) == 7  # (memory to use like any other)
+    before = cache.block_cache_info()
+    del a
+    info = cache.block_cache_info()
+    assert (info["cached"], info["blocks"]) == (before["cached"] + 2 * MiB, before["blocks"] + 1)
+    b = _block(2 * MiB - 4096)  # within an eighth: the same block
+    assert b.data_ptr() == where
+    assert cache.block_cache_info()["hits"] == before["hits"] + 1
+    del b
+    c = _block(MiB)  # the 2 MiB block would waste more than an eighth: new memory
+    assert c.data_ptr() != where
+    assert cache.block_cache_info()["misses"] == before["misses"] + 1
+
+
+def test_small_allocations_pass_by_and_the_cache_keeps_at_most_its_cap(cache):
+    before = cache.block_cache_info()
+    small = [_block(MiB - 1) for _ in range(3)]
+    del small
+    assert cache.block_cache_info()["cached"] == before["cached"]  # (below 1 MiB: not kept)
+    big = [_block(3 * MiB) for _ in range(4)]
+    where = [t.data_ptr() for t in big]
+    while big:  # (freed in order)
+        big.pop(0)
+    info = cache.block_cache_info()
+    assert info["cached"] <= 8 * MiB and info["blocks"] == 2  # the two freed last
+    again = [_block(3 * MiB) for _ in range(2)]
+    assert sorted(t.data_ptr() for t in again) == sorted(where[2:])
+
+
+def test_blocks_handed_out_before_it_steps_aside_are_freed_then(fast):
+    assert fast.block_cache(8 * MiB, MiB) is True
+    kept = _block(2 * MiB)
+    kept[0] = 3
+    assert fast.block_cache(0, 0) is True
+    info = fast.block_cache_info()
+    assert (info["on"], info["cached"], info["blocks"]) == (False, 0, 0)
+    assert int(kept[0]) == 3
+    del kept  # (back to torch's allocator, not into the cache)
+    assert fast.block_cache_info()["cached"] == 0
+    misses = fast.block_cache_info()["misses"]
+    _block(2 * MiB)
+    assert fast.block_cache_info()["misses"] == misses  # (torch's own allocator again)
+
+
+def test_a_forked_process_allocates_through_it(cache):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_alloc_in_child).get(timeout=60) == 2 * MiB
+
+
+def _alloc_in_child() -> int:
+    t = _block(2 * MiB)
+    del t
+    return int(_block(2 * MiB).numel())
+
+
+def test_bad_sizes_are_refused_naming_them(fast):
+    with pytest.raises(ValueError, match="got -1, 0"):
+        fast.block_cache(-1, 0)
