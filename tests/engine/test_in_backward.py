@@ -149,17 +149,26 @@ def test_no_scheduler_warning_and_edits_between_backwards_take_effect():
 
 
 @pytest.mark.parametrize(
-    "release,size,returned",
-    [("auto", 1000, False), ("auto", 1100, True), (True, 1000, True), (False, 1100, False)],
+    "release,cache,size,returned",
+    [
+        ("auto", False, 1000, False),
+        ("auto", False, 1100, True),
+        ("auto", True, 10, True),
+        (True, False, 1000, True),
+        (False, True, 1100, False),
+    ],
 )
-def test_freed_gradients_go_back_to_the_os_where_their_size_is_worth_it(monkeypatch, release, size, returned):
-    """``release_memory="auto"`` pins the allocator only when the gradients total
-    :data:`RELEASE_MIN` bytes or more (here made 4,096: 1,024 float32 elements)."""
-    from descent.engine import backward
+def test_freed_gradients_go_back_to_the_os_where_it_is_worth_it(monkeypatch, release, cache, size, returned):
+    """``release_memory="auto"`` pins the allocator wherever the block cache can be had
+    (it spares the page faults), else only when the gradients total :data:`RELEASE_MIN`
+    bytes or more (here made 4,096: 1,024 float32 elements)."""
+    from descent.engine import backward, native
     from descent.optim import inbackward
 
     pinned: list[bool] = []
     monkeypatch.setattr(backward, "return_freed_memory", lambda: pinned.append(True) or True)
+    monkeypatch.setattr(backward, "keep_blocks", lambda: False)
+    monkeypatch.setattr(native, "unavailable", lambda: None if cache else "no C++ compiler (c++)")
     monkeypatch.setattr(inbackward, "RELEASE_MIN", 4096)
     model = torch.nn.Linear(size // 10, 10, bias=False)
     handle = descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory=release)
