@@ -151,11 +151,12 @@ def test_no_scheduler_warning_and_edits_between_backwards_take_effect():
 @pytest.mark.parametrize(
     "release,cache,size,returned",
     [
-        ("auto", False, 1000, False),
-        ("auto", False, 1100, True),
-        ("auto", True, 10, True),
-        (True, False, 1000, True),
-        (False, True, 1100, False),
+        ("auto", "no compiler", 1000, False),
+        ("auto", "no compiler", 1100, True),
+        ("auto", "failed", 1000, False),
+        ("auto", "built", 10, True),
+        (True, "no compiler", 1000, True),
+        (False, "built", 1100, False),
     ],
 )
 def test_freed_gradients_go_back_to_the_os_where_it_is_worth_it(monkeypatch, release, cache, size, returned):
@@ -168,7 +169,9 @@ def test_freed_gradients_go_back_to_the_os_where_it_is_worth_it(monkeypatch, rel
     pinned: list[bool] = []
     monkeypatch.setattr(backward, "return_freed_memory", lambda: pinned.append(True) or True)
     monkeypatch.setattr(backward, "keep_blocks", lambda: False)
-    monkeypatch.setattr(native, "unavailable", lambda: None if cache else "no C++ compiler (c++)")
+    no_compiler = "no C++ compiler (c++)" if cache == "no compiler" else None
+    monkeypatch.setattr(native, "unavailable", lambda: no_compiler)
+    monkeypatch.setattr(native, "why_not", lambda: "could not build: …" if cache == "failed" else None)
     monkeypatch.setattr(inbackward, "RELEASE_MIN", 4096)
     model = torch.nn.Linear(size // 10, 10, bias=False)
     handle = descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory=release)

@@ -307,7 +307,7 @@ PyObject* stage(PyObject*, PyObject* args) {
 // A kernel is an AOTInductor model: a shared library with a small C interface (make a
 // model, run it on tensor handles). A call through torch's runner has a fixed cost of
 // about 1.7 us; a 1 K-param step's kernel computes for 0.4 us. Here the library is
-// opened and its model run through that C interface itself (0.8 us of fixed cost): a
+// opened and its model run through that C interface itself (0.7 us of fixed cost): a
 // tensor handle is an ``at::Tensor*`` the model takes over (and deletes), as torch's
 // runner hands it. Calls are made holding the GIL, so one model and one set of handle
 // arrays per kernel serve every call.

@@ -105,7 +105,7 @@ def _release(release_memory: bool | str, optimizer: RuleOptimizer) -> bool:
     """Whether to return gradients freed inside backward to the OS (see step_in_backward)."""
     cpu = [p for g in optimizer.param_groups for p in g["params"] if p.device.type == "cpu"]
     if release_memory == "auto":
-        if cpu and native.unavailable() is None:  # (the block cache: no faults to pay)
+        if cpu and native.unavailable() is None and native.why_not() is None:  # (the block cache)
             return True
         return sum(p.numel() * p.element_size() for p in {id(p): p for p in cpu}.values()) >= RELEASE_MIN
     return bool(release_memory) and bool(cpu)
