@@ -439,3 +439,29 @@ def _alloc_in_child() -> int:
 def test_bad_sizes_are_refused_naming_them(fast):
     with pytest.raises(ValueError, match="got -1, 0"):
         fast.block_cache(-1, 0)
+
+
+def test_threads_allocating_and_freeing_at_once_each_keep_their_own_values(cache):
+    """Four threads take and give back blocks through the cache at once: every tensor
+    holds what its thread wrote until freed (no block handed out twice), and the cache
+    never holds more than its cap."""
+    import threading
+
+    wrong: list[str] = []
+
+    def work(k: int) -> None:
+        for i in range(150):
+            mine = [_block(2 * MiB + 4096 * (j % 2)).fill_((k * 7 + i + j) % 251) for j in range(3)]
+            for j, t in enumerate(mine):
+                if int(t[0]) != (k * 7 + i + j) % 251 or int(t[-1]) != (k * 7 + i + j) % 251:
+                    wrong.append(f"thread {k}, round {i}, tensor {j}")
+            del mine
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []
+    info = cache.block_cache_info()
+    assert info["cached"] <= 8 * MiB and info["hits"] > 0
