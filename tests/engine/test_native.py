@@ -465,3 +465,42 @@ def test_threads_allocating_and_freeing_at_once_each_keep_their_own_values(cache
     assert wrong == []
     info = cache.block_cache_info()
     assert info["cached"] <= 8 * MiB and info["hits"] > 0
+
+
+# -- pack: a step's numbers separated from its flags -------------------------------------
+
+
+def test_pack_answers_what_the_python_pack_answers(fast):
+    """Every built-in optimizer's scalars at its first steps (RAdam's flag flips, NAdam
+    has host scalars), and random dicts of numbers, flags and other values."""
+    import random
+
+    from descent.bench import OPTIMIZERS
+    from descent.engine.kernels import fresh_scalars, pack_py
+
+    cases = []
+    for cls, _, kw in OPTIMIZERS.values():
+        opt = cls([torch.nn.Parameter(torch.zeros(3))], **kw)
+        group = opt.param_groups[0]
+        scalars = fresh_scalars(opt.chain(group), group)
+        cases += [next(scalars) for _ in range(8)]
+    rnd = random.Random(0)
+    pool = [True, False, 0, 1, 0.5, -2.0, 1e-300, None, "x", (1,), torch.tensor(1.0)]
+    for _ in range(300):
+        cases.append(
+            [{f"k{j}": rnd.choice(pool) for j in range(rnd.randrange(5))} for _ in range(rnd.randrange(6))]
+        )
+    assert any(v is True for hs in cases for h in hs for v in h.values())
+    for hs in cases:
+        got, want = fast.pack(hs), pack_py(hs)
+        assert got[:2] == want[:2]
+        assert len(got[2]) == len(want[2]) and all(a is b for a, b in zip(got[2], want[2]))
+
+
+def test_pack_leaves_anything_but_a_list_of_plain_dicts_to_python(fast):
+    class Sub(dict):
+        pass
+
+    assert fast.pack(({"a": 1.0},)) is None
+    assert fast.pack([{"a": 1.0}, Sub(b=2.0)]) is None
+    assert fast.pack([{"a": 1.0}, [("b", 2.0)]]) is None

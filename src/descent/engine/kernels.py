@@ -66,7 +66,16 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def pack(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
     """Separate static (bool) scalars from numeric ones, in a stable layout:
-    ``(statics, names, numbers)``."""
+    ``(statics, names, numbers)``. The C++ module does it for a list of plain dicts (a
+    microsecond less a step), :func:`pack_py` otherwise, with the same answer."""
+    fast = native.module()
+    if fast is not None and (out := fast.pack(hs)) is not None:
+        return out
+    return pack_py(hs)
+
+
+def pack_py(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
+    """:func:`pack` in Python."""
     statics, names, numbers = [], [], []
     for h in hs:
         for v in h.values():  # (most transforms have no flag: a loop is cheaper than a set)

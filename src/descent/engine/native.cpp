@@ -462,6 +462,71 @@ PyObject* run(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   return result;
 }
 
+// -- a step's numbers, separated from its flags --------------------------------------------
+
+// pack(hs) -> (statics, names, numbers) | None
+//
+// What kernels.pack does, for a list of plain dicts (anything else: None, and the Python
+// path runs): per dict, its True/False entries as a tuple of (name, flag) pairs, the
+// names of the other entries, and their values appended to one list, in dict order.
+PyObject* pack(PyObject*, PyObject* hs) {
+  if (!PyList_Check(hs)) {
+    return Py_NewRef(Py_None);
+  }
+  Py_ssize_t n = PyList_GET_SIZE(hs);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (!PyDict_CheckExact(PyList_GET_ITEM(hs, i))) {
+      return Py_NewRef(Py_None);
+    }
+  }
+  PyObject* statics = PyTuple_New(n);
+  PyObject* names = PyTuple_New(n);
+  PyObject* numbers = PyList_New(0);
+  bool ok = statics != nullptr && names != nullptr && numbers != nullptr;
+  for (Py_ssize_t i = 0; ok && i < n; ++i) {
+    PyObject* h = PyList_GET_ITEM(hs, i);
+    Py_ssize_t flags = 0, pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(h, &pos, &k, &v)) {
+      flags += v == Py_True || v == Py_False;
+    }
+    PyObject* fixed = PyTuple_New(flags);
+    PyObject* keys = PyTuple_New(PyDict_GET_SIZE(h) - flags);
+    ok = fixed != nullptr && keys != nullptr;
+    Py_ssize_t f = 0, j = 0;
+    pos = 0;
+    while (ok && PyDict_Next(h, &pos, &k, &v)) {
+      if (v == Py_True || v == Py_False) {
+        PyObject* pair = PyTuple_Pack(2, k, v);
+        ok = pair != nullptr;
+        if (ok) {
+          PyTuple_SET_ITEM(fixed, f++, pair);
+        }
+      } else {
+        PyTuple_SET_ITEM(keys, j++, Py_NewRef(k));
+        ok = PyList_Append(numbers, v) == 0;
+      }
+    }
+    if (fixed != nullptr) {
+      PyTuple_SET_ITEM(statics, i, fixed);
+    }
+    if (keys != nullptr) {
+      PyTuple_SET_ITEM(names, i, keys);
+    }
+  }
+  if (!ok) {
+    Py_XDECREF(statics);
+    Py_XDECREF(names);
+    Py_XDECREF(numbers);
+    return nullptr;
+  }
+  PyObject* out = PyTuple_Pack(3, statics, names, numbers);
+  Py_DECREF(statics);
+  Py_DECREF(names);
+  Py_DECREF(numbers);
+  return out;
+}
+
 // -- large freed CPU blocks kept for the next gradient ------------------------------------
 //
 // The step inside backward frees each gradient as soon as its param has stepped. With
@@ -649,6 +714,7 @@ PyObject* block_cache_info(PyObject*, PyObject*) {
 }
 
 PyMethodDef methods[] = {
+    {"pack", pack, METH_O, "a step's numbers separated from its flags (as kernels.pack)"},
     {"block_cache", block_cache, METH_VARARGS, "keep large freed CPU blocks for reuse (cap 0: stop)"},
     {"block_cache_info", block_cache_info, METH_NOARGS, "what the block cache holds and how it served"},
     {"open_kernel", open_kernel, METH_VARARGS, "a kernel library opened, to be run by run()"},
