@@ -568,6 +568,14 @@ class Bucket:
             else:
                 m[a:c] = array.array(m.typecode, [v]) * (c - a)
 
+    def write_host_at(self, values: Mapping[str, Any], indices: Sequence[int]) -> None:
+        """:meth:`write_host` for params ``indices`` (in any order, not a range)."""
+        memory = self.memory
+        for k, v in values.items():
+            m = memory[k]
+            for i in indices:
+                m[i] = v
+
     def host_written(self) -> None:
         """Record the host buffers' versions after descent's own writes."""
         self.host_list = list(self.host.values())

@@ -537,7 +537,7 @@ class Engine:
         """:meth:`step_some` as kernel calls prepared once per set of params, where every
         param of the bucket began the step at one count (``task.t``): the numbers are
         the same for every call of the step, made at its first, and the counts (and the
-        rule's host scalars) written as descent's own (:meth:`.Bucket.write_host`).
+        rule's host scalars) written as descent's own (:meth:`.Bucket.write_host_at`).
         False, with nothing written, where the general path must step these params (a
         kernel still building, a piece stepped eagerly); the rest of this step then goes
         that way too."""
@@ -562,10 +562,7 @@ class Engine:
         grads = gr.grads
         for call in plan:
             _make(b, call, grads, scal, fn)
-        for k, v in values.items():
-            memory = b.memory[k]
-            for i in indices:
-                memory[i] = v
+        b.write_host_at(values, indices)
         return True
 
     @staticmethod
