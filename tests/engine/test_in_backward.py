@@ -154,15 +154,17 @@ def test_no_scheduler_warning_and_edits_between_backwards_take_effect():
         ("auto", "no compiler", 1000, False),
         ("auto", "no compiler", 1100, True),
         ("auto", "failed", 1000, False),
-        ("auto", "built", 10, True),
+        ("auto", "built", 1000, True),
+        ("auto", "built", 10, False),
         (True, "no compiler", 1000, True),
         (False, "built", 1100, False),
     ],
 )
 def test_freed_gradients_go_back_to_the_os_where_it_is_worth_it(monkeypatch, release, cache, size, returned):
     """``release_memory="auto"`` pins the allocator wherever the block cache can be had
-    (it spares the page faults), else only when the gradients total :data:`RELEASE_MIN`
-    bytes or more (here made 4,096: 1,024 float32 elements)."""
+    (it spares the page faults) and keep a gradient (:data:`BLOCK_LEAST` bytes: here
+    made 400, 100 float32 elements), else only when the gradients total
+    :data:`RELEASE_MIN` bytes or more (here made 4,096: 1,024 float32 elements)."""
     from descent.engine import backward, native
     from descent.optim import inbackward
 
@@ -173,6 +175,7 @@ def test_freed_gradients_go_back_to_the_os_where_it_is_worth_it(monkeypatch, rel
     monkeypatch.setattr(native, "unavailable", lambda: no_compiler)
     monkeypatch.setattr(native, "why_not", lambda: "could not build: …" if cache == "failed" else None)
     monkeypatch.setattr(inbackward, "RELEASE_MIN", 4096)
+    monkeypatch.setattr(backward, "BLOCK_LEAST", 400)
     model = torch.nn.Linear(size // 10, 10, bias=False)
     handle = descent.step_in_backward(model, descent.Adam(model.parameters()), release_memory=release)
     assert pinned == ([True] if returned else [])

@@ -13,9 +13,9 @@ and reused every backward, its numbers made at the step's first call: the hooks 
 next to nothing beside the kernels (a 4-layer transformer, 17 updates a backward: 3.1
 ms of updates a step down to 1.9, the kernels' own time).
 
-Where freed gradients go back to the OS, the block cache of the C++ module keeps the last
-freed one for the next gradient backward makes (:func:`keep_blocks`), so returned memory
-costs no page faults.
+Where freed gradients go back to the OS, the block cache of the C++ module keeps the
+freed ones (up to twice the largest) for the next gradients backward makes
+(:func:`keep_blocks`), so returned memory costs no page faults.
 
 Under DDP the local gradient a hook sees is not yet averaged: there the step runs in a
 communication hook, after each gradient bucket's all-reduce, on the averaged bucket.
@@ -125,10 +125,12 @@ class BackwardSteps:
         elif release:
             return_freed_memory()
             # the next gradient takes a freed one's memory: keep two of the largest's worth
-            # (one alone would push out a large block for each smaller one freed after it)
-            cpu = [p for p in params if p.device.type == "cpu"]
-            _keep[id(self)] = 2 * max((p.numel() * p.element_size() for p in cpu), default=0)
-            self.kept = keep_blocks()
+            # (one alone would push out a large block for each smaller one freed after it);
+            # gradients all under BLOCK_LEAST stay in glibc's heap, with nothing to keep
+            largest = max((p.numel() * p.element_size() for p in params if p.device.type == "cpu"), default=0)
+            if largest >= BLOCK_LEAST:
+                _keep[id(self)] = 2 * largest
+                self.kept = keep_blocks()
         arrived = self._started if ddp is not None else self._arrived
         self.handles = [p.register_post_accumulate_grad_hook(arrived) for p in params]
 

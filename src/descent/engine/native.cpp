@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -544,12 +545,17 @@ PyObject* pack(PyObject*, PyObject* hs) {
 class BlockCache final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
+    // (every CPU allocation of the process comes here: those the cache never takes pass
+    // by without the lock)
+    c10::Allocator* below = base_.load(std::memory_order_acquire);
+    size_t cap = cap_.load(std::memory_order_relaxed);
+    if (cap == 0 || n < least_.load(std::memory_order_relaxed) || n > cap) {
+      return below->allocate(n);
+    }
     void* p = nullptr;
-    c10::Allocator* below = nullptr;
     bool eligible = false;
     {
       std::lock_guard<std::mutex> hold(lock_);
-      below = base_;
       eligible = cap_ > 0 && n >= least_ && n <= cap_;
       size_t best = 0;
       for (size_t i = 0; eligible && i < free_.size(); ++i) {
@@ -653,7 +659,7 @@ class BlockCache final : public c10::Allocator {
       std::lock_guard<std::mutex> hold(c.lock_);
       auto it = c.live_.find(p);
       if (it == c.live_.end()) {  // (raw memory the allocator below handed out)
-        other = c.base_->raw_deleter();
+        other = c.base_.load()->raw_deleter();
       } else {
         Block b = it->second;
         c.live_.erase(it);
@@ -686,9 +692,10 @@ class BlockCache final : public c10::Allocator {
   }
 
   std::mutex lock_;
-  c10::Allocator* base_ = nullptr;
-  size_t cap_ = 0;
-  size_t least_ = 1;
+  // (written holding the lock; read without it on the way in)
+  std::atomic<c10::Allocator*> base_{nullptr};
+  std::atomic<size_t> cap_{0};
+  std::atomic<size_t> least_{1};
   size_t cached_ = 0;
   uint64_t hits_ = 0, misses_ = 0;
   std::unordered_map<void*, Block> live_;  // blocks handed out, by address

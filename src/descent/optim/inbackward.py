@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..engine import native
+from ..engine import backward, native
 from ..engine.backward import BackwardSteps
 from .base import RuleOptimizer
 
@@ -66,8 +66,9 @@ def step_in_backward(
     returned without the cache; an embedding model 13 ms against 22 ms kept by glibc
     (its 51 MB gradient is page-faulted in at every backward otherwise, in torch's own
     loop too). ``"auto"`` (the default) returns memory wherever the block cache can be
-    had, else only when the CPU params' gradients total 64 MiB or more
-    (:data:`RELEASE_MIN`); ``True`` always, ``False`` never. ``remove()`` takes the cache
+    had and a gradient is 1 MiB or more (smaller ones stay in glibc's heap anyway), else
+    only when the CPU params' gradients total 64 MiB or more (:data:`RELEASE_MIN`);
+    ``True`` always, ``False`` never. ``remove()`` takes the cache
     away again.
     """
     if not isinstance(optimizer, RuleOptimizer):
@@ -105,9 +106,11 @@ def _release(release_memory: bool | str, optimizer: RuleOptimizer) -> bool:
     """Whether to return gradients freed inside backward to the OS (see step_in_backward)."""
     cpu = [p for g in optimizer.param_groups for p in g["params"] if p.device.type == "cpu"]
     if release_memory == "auto":
-        if cpu and native.unavailable() is None and native.why_not() is None:  # (the block cache)
+        sizes = [p.numel() * p.element_size() for p in {id(p): p for p in cpu}.values()]
+        cache = native.unavailable() is None and native.why_not() is None
+        if cache and max(sizes, default=0) >= backward.BLOCK_LEAST:  # (a gradient the cache can keep)
             return True
-        return sum(p.numel() * p.element_size() for p in {id(p): p for p in cpu}.values()) >= RELEASE_MIN
+        return sum(sizes) >= RELEASE_MIN
     return bool(release_memory) and bool(cpu)
 
 
