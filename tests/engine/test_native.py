@@ -142,6 +142,17 @@ def test_stage_refuses_before_writing_anything(fast, case):
     assert torch.equal(staging, torch.full((20,), 7.0))
 
 
+class _Declining:
+    """The module, with function ``name`` answering False (its Python path runs)."""
+
+    def __init__(self, mod, name):
+        self.mod = mod
+        self.name = name
+
+    def __getattr__(self, name):
+        return (lambda *args: False) if name == self.name else getattr(self.mod, name)
+
+
 class _Spy:
     """The module, counting what each function answered."""
 
@@ -170,13 +181,15 @@ SHAPES = [(ALONE + 3,), (5,), ()] + [(301,)] * 20 + [(130, 129), (17,)] * 2 + [(
 def test_a_step_through_it_gives_the_python_paths_bits_and_torch_optims_numbers(fast, monkeypatch, name, kw):
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(s, generator=gen) for s in SHAPES]
-    ours, twin, theirs = ([torch.nn.Parameter(x.clone()) for x in init] for _ in range(3))
+    ours, twin, third, theirs = ([torch.nn.Parameter(x.clone()) for x in init] for _ in range(4))
     spy = _Spy(fast)
+    apart = _Spy(_Declining(fast, "call"))  # (staging and windows as calls of their own)
     opt = getattr(descent, name)(ours, compile=True, **kw)
     python = getattr(descent, name)(twin, compile=True, **kw)
+    separate = getattr(descent, name)(third, compile=True, **kw)
     ref = getattr(torch.optim, name)(theirs, **kw)
     for step in range(8):
-        for i, ps in enumerate(zip(ours, twin, theirs)):
+        for i, ps in enumerate(zip(ours, twin, third, theirs)):
             g = torch.randn(ps[0].shape, generator=gen)
             if step == 5 and i == 4:  # one missing gradient: the Python path names the rest
                 g = None
@@ -184,13 +197,15 @@ def test_a_step_through_it_gives_the_python_paths_bits_and_torch_optims_numbers(
                 p.grad = None if g is None else g.clone()
         monkeypatch.setattr(native, "module", lambda: spy)
         opt.step()
+        monkeypatch.setattr(native, "module", lambda: apart)
+        separate.step()
         monkeypatch.setattr(native, "module", lambda: None)
         python.step()
         ref.step()
-        for a, b in zip(ours, twin):
-            assert torch.equal(a, b), step
+        for a, b, c in zip(ours, twin, third):
+            assert torch.equal(a, b) and torch.equal(a, c), step
         if step == 0:  # the kernels a repeated step asks for without waiting: built now
-            for o in (opt, python):
+            for o in (opt, python, separate):
                 for b in o._engine.groups[0].buckets:
                     assert all(k.ready(True) for k in b.kernels.values() if k is not None)
     for a, c in zip(ours, theirs):
@@ -200,7 +215,65 @@ def test_a_step_through_it_gives_the_python_paths_bits_and_torch_optims_numbers(
     # the step with a missing gradient handed back to Python; windows and staging in C++
     assert spy.seen["again"].count(True) >= 4 and True in spy.seen["grads"]
     assert False in spy.seen["again"] + spy.seen["grads"]
-    assert True in spy.seen["flat"] and True in spy.seen["stage"] and True in spy.seen["pack"]
+    # each kernel call with its staging and windows in one C++ call, or in calls of
+    # their own
+    assert True in spy.seen["call"] and True in spy.seen["pack"]
+    assert True in apart.seen["flat"] and True in apart.seen["stage"]
+
+
+@pytest.mark.compiled
+def test_a_prepared_call_refuses_before_writing_anything(fast):
+    """``call`` (staging, windows and the kernel run in one): a gradient laid out
+    otherwise than its param answers False with nothing written (the Python path makes
+    the call then); a wrong count of arguments, a hole no slot fills or a position out of
+    range raise, naming it; the thread count is what it was after a call on one thread."""
+    shapes = [(LARGE + 1,), (40, 30), (301,), (5,)]
+    params = _params(*shapes)
+    opt = descent.Adam(params, compile=True)
+    opt.step()
+    for b in opt._engine.groups[0].buckets:
+        assert all(k.ready(True) for k in b.kernels.values() if k is not None)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()  # (a repeated step: its calls are prepared)
+    e = opt._engine
+    task = e.last.tasks[0]
+    b = task.b
+    kern, call = next(iter(e.last.calls[0].values()))[0]
+    assert kern.handle is not None and call.slots and call.views  # (read in place, and staged)
+    grads = [torch.randn_like(p) for p in b.params]  # (in the bucket's order)
+    scal = b.numbers.tensor
+    before = [p.detach().clone() for p in params]
+    staging = [v.clone() for v in call.views]
+    staged = call.views, call.staged, call.gaps
+
+    def make(args=call.args, pos=call.scal, slots=call.slots, gs=grads, single=True):
+        return fast.call(kern.handle, args, pos, scal, slots, gs, b.params, *staged, single)
+
+    i = next(i for _, i in call.slots)
+    other = list(grads)
+    other[i] = torch.randn(2 * b.params[i].numel())[::2].view(b.params[i].shape)  # (every other element)
+    assert make(gs=other) is False
+    other[i] = grads[i]
+    k = call.staged[0]
+    other[k] = torch.randn(b.params[k].shape, dtype=torch.float64)  # (a dtype it cannot stage)
+    assert make(gs=other) is False
+    with pytest.raises(TypeError, match=r"the kernel takes \d+ tensors, not"):
+        make(args=call.args[:-1])
+    with pytest.raises(TypeError, match="is None and no slot fills it"):
+        make(slots=[])
+    with pytest.raises(IndexError, match="the numbers' position is out of range"):
+        make(pos=len(call.args))
+    with pytest.raises(IndexError, match="a slot out of range"):
+        make(slots=[(0, len(params))])
+    assert all(torch.equal(p, q) for p, q in zip(params, before))
+    assert all(torch.equal(v, w) for v, w in zip(call.views, staging))
+    threads = torch.get_num_threads()
+    assert make(single=True) is True
+    assert torch.get_num_threads() == threads
+    assert not all(torch.equal(p, q) for p, q in zip(params, before))
+    for k, q in zip(call.staged, call.views):  # (the small gradients were staged)
+        assert torch.equal(q, grads[k])
 
 
 def test_turned_off_it_is_neither_built_nor_used(monkeypatch, tmp_path):
@@ -287,7 +360,9 @@ def test_a_kernel_run_through_its_library_gives_torchs_runners_bits(fast, monkey
     every argument written and the same outputs (a guarded kernel's flag, inf and not)."""
     from descent.engine import aot, engine, kernels
 
-    monkeypatch.setattr(native, "module", lambda: fast)
+    # (every call through engine._call, to be recorded: the one-call path answers False)
+    python_calls = _Declining(fast, "call")
+    monkeypatch.setattr(native, "module", lambda: python_calls)
     made: list[tuple] = []
     original = engine._call
 

@@ -267,3 +267,106 @@ def test_a_host_scalar_advanced_by_the_rule_keeps_torch_optims_bits(replays, mom
             assert mine.dtype == torchs.dtype == torch.float32
             assert torch.equal(mine, torchs), (step, mine.item(), torchs.item())
     assert replays.count(True) >= 50
+
+
+class _Counting:
+    """The C++ module, counting the prepared calls it made (``call`` answering True)."""
+
+    def __init__(self, mod):
+        self.mod, self.calls = mod, 0
+
+    def __getattr__(self, name):
+        return getattr(self.mod, name)
+
+    def call(self, *args):
+        out = self.mod.call(*args)
+        self.calls += out is True
+        return out
+
+
+@pytest.fixture(params=["cpp", "python"])
+def counting(request, monkeypatch):
+    """Steps through the C++ module (every kernel loaded afresh, so that the module
+    opens it and its prepared calls run: counted), then without it (None)."""
+    from descent.engine import kernels, native
+
+    if request.param == "python":
+        monkeypatch.setattr(native, "module", lambda: None)
+        return None
+    mod = native.build()
+    if mod is None:
+        pytest.skip(f"no C++ module: {native.why_not()}")
+    out = _Counting(mod)
+    monkeypatch.setattr(native, "module", lambda: out)
+    monkeypatch.setattr(kernels, "_kernels", {})
+    return out
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", {"weight_decay": 0.1}), ("SGD", {"lr": 0.01, "momentum": 0.9})])
+def test_a_step_in_grad_mode_with_gradients_that_require_grad_records_nothing(replays, counting, name, kw):
+    """``optimizer.step()`` is usually called with grad mode on, and after
+    ``backward(create_graph=True)`` every gradient requires grad. A step (replayed or
+    planned, through the C++ module or not) must record nothing: params stay leaves, no
+    buffer of descent's picks up a graph, and the numbers are torch.optim's."""
+    gen = torch.Generator().manual_seed(5)
+    init = [torch.randn(s, generator=gen) for s in SHAPES]
+    ours, theirs = ([torch.nn.Parameter(x.clone()) for x in init] for _ in range(2))
+    opt = getattr(descent, name)(ours, compile=True, **kw)
+    ref = getattr(torch.optim, name)(theirs, **kw)
+    targets = [torch.randn(s, generator=gen) for s in SHAPES]
+    for step in range(6):
+        for params, o in ((ours, opt), (theirs, ref)):
+            o.zero_grad()
+            loss = sum(((p - t) ** 2 * (1 + p.sin())).sum() for p, t in zip(params, targets))
+            loss.backward(create_graph=True)
+            assert all(p.grad.requires_grad for p in params)
+            assert torch.is_grad_enabled()
+            o.step()
+        if step == 0:
+            for b in opt._engine.groups[0].buckets:
+                assert all(k.ready(True) for k in b.kernels.values() if k is not None)
+        assert all(p.is_leaf and p.grad_fn is None for p in ours)
+        for b in opt._engine.groups[0].buckets:
+            held = [b.P, b.staging, *(v for v in vars(b).values() if isinstance(v, torch.Tensor))]
+            assert not any(t is not None and t.requires_grad for t in held)
+        for a, c in zip(ours, theirs):
+            assert rel_err(a, c) <= 1e-6, step
+    assert not any(v.requires_grad for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    compare_state(opt, ref, 1e-6)
+    assert True in replays
+    assert counting is None or counting.calls > 0
+
+
+def test_gradients_in_the_flat_buffer_replay_with_the_planned_steps_bits(replays, counting):
+    """``zero_grad(set_to_none=False)`` from the first step: backward writes into
+    descent's flat gradient buffer, and the repeated steps replay their calls over it
+    (no gradient to read in place, none to stage)."""
+    ours, planned, theirs = _params(torch.float32, SHAPES)
+    opts = [descent.Adam(ours, compile=True), descent.Adam(planned, compile=True), torch.optim.Adam(theirs)]
+    opts[1]._engine._replay = lambda tasks, state: False  # every step planned afresh
+    gen = torch.Generator().manual_seed(2)
+    for step in range(6):
+        for o in opts:
+            o.zero_grad(set_to_none=False)
+        for ps in zip(ours, planned, theirs):
+            g = torch.randn(ps[0].shape, generator=gen)
+            for p in ps:
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.copy_(g)
+        for o in opts:
+            o.step()
+        if step == 0:
+            for o in opts[:2]:
+                for b in o._engine.groups[0].buckets:
+                    assert all(k.ready(True) for k in b.kernels.values() if k is not None)
+        for a, b in zip(ours, planned):
+            assert torch.equal(a, b), step
+    b = opts[0]._engine.groups[0].buckets[0]
+    assert b.G is not None and ours[0].grad.data_ptr() in b.gptrs  # (the flat buffer's)
+    assert replays.count(True) >= 3, replays
+    assert counting is None or counting.calls >= 3
+    for a, c in zip(ours, theirs):
+        assert rel_err(a, c) <= 1e-6
+    compare_state(opts[0], opts[2], 1e-6)

@@ -17,6 +17,7 @@ where AOTInductor is unavailable or the chain's code has no source file to name 
 from __future__ import annotations
 
 import array
+import functools
 import os
 import struct
 import sys
@@ -209,6 +210,9 @@ class Kernel:
         self.spec = spec
         self.device = device
         self.fn: Callable[[list[Tensor]], list[Tensor]] | None = None
+        #: the kernel's library as the C++ module opened it (``native.call`` runs it), or
+        #: None where ``fn`` runs it another way
+        self.handle: object | None = None
         self.dead = False
         self.key: str | None = None
         self.next_look = 0.0
@@ -255,9 +259,11 @@ class Kernel:
             time.sleep(0.05)
 
     def _load(self, path) -> bool:
-        direct = native.runner(path) if self.device.type == "cpu" else None
-        if direct is not None:
-            self.fn = _counted(direct)
+        handle = native.kernel_handle(path) if self.device.type == "cpu" else None
+        fast = native.module()
+        if handle is not None and fast is not None:
+            self.handle = handle
+            self.fn = _counted(functools.partial(fast.run, handle))
             stats["loaded"] += 1
             return True
         try:

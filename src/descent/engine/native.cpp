@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/TensorImpl.h>
@@ -63,6 +64,24 @@ bool same_shape(const at::Tensor& g, PyObject* shape) {
 bool laid_out_alike(const at::Tensor& a, const at::Tensor& b) {
   return (a.is_contiguous() && b.is_contiguous()) ||
       (a.strides() == b.strides() && a.is_non_overlapping_and_dense());
+}
+
+// The window a kernel reads a gradient through: the gradient's own storage, elements
+// storage_offset … + numel in memory order (what ``window(g, 0, numel)`` makes in
+// Python), without a trip through the dispatcher. Only a kernel reads it.
+at::Tensor window_of(const at::Tensor& g) {
+  auto impl = c10::make_intrusive<c10::TensorImpl>(
+      c10::TensorImpl::VIEW, c10::Storage(g.storage()), g.key_set(), g.dtype());
+  int64_t len = g.numel();
+  int64_t one = 1;
+  impl->set_sizes_and_strides(c10::IntArrayRef(&len, 1), c10::IntArrayRef(&one, 1), g.storage_offset());
+  return at::Tensor(std::move(impl));
+}
+
+// A gradient a kernel may read through window_of() in place of its param's window: plain,
+// laid out as the param is, as many elements.
+bool readable(const at::Tensor& g, const at::Tensor& p) {
+  return plain(g) && laid_out_alike(g, p) && g.numel() == p.numel();
 }
 
 // grads(params, dtype, device_index, shapes) -> list | None
@@ -216,18 +235,10 @@ PyObject* flat(PyObject*, PyObject* args) {
     }
     const at::Tensor& g = THPVariable_Unpack(gobj);
     const at::Tensor& p = THPVariable_Unpack(pobj);
-    if (!plain(g) || !laid_out_alike(g, p) || g.numel() != p.numel()) {
+    if (!readable(g, p)) {
       Py_RETURN_FALSE;
     }
-    // The window: the gradient's own storage, elements storage_offset … + numel in memory
-    // order (what ``window(g, 0, numel)`` makes in Python), without a trip through the
-    // dispatcher. Only a kernel reads it.
-    auto impl = c10::make_intrusive<c10::TensorImpl>(
-        c10::TensorImpl::VIEW, c10::Storage(g.storage()), g.key_set(), g.dtype());
-    int64_t len = g.numel();
-    int64_t one = 1;
-    impl->set_sizes_and_strides(c10::IntArrayRef(&len, 1), c10::IntArrayRef(&one, 1), g.storage_offset());
-    PyObject* wrapped = THPVariable_Wrap(at::Tensor(std::move(impl)));
+    PyObject* wrapped = THPVariable_Wrap(window_of(g));
     if (wrapped == nullptr) {
       return nullptr;
     }
@@ -243,38 +254,36 @@ PyObject* flat(PyObject*, PyObject* args) {
 // one dtype, each pair of the same size and layout. False, before anything is written,
 // where one is not (the caller copies them with torch then). A small gradient's copy is
 // a memcpy here, where a torch copy is a dispatch and an iterator (~0.8 us each).
-PyObject* stage(PyObject*, PyObject* args) {
-  PyObject *views, *staged, *grads, *gaps;
-  if (!PyArg_ParseTuple(args, "OOOO", &views, &staged, &grads, &gaps)) {
-    return nullptr;
-  }
+// The copies stage() makes: checked, before anything is written (-1: a Python error set;
+// 0: a pair or gap it cannot copy as plain memory; 1: ``pairs`` holds them).
+int stage_plan(PyObject* views, PyObject* staged, PyObject* grads, PyObject* gaps,
+               std::vector<std::pair<const at::Tensor*, const at::Tensor*>>& pairs) {
   if (!PyList_Check(views) || !PyList_Check(staged) || !PyList_Check(grads) || !PyList_Check(gaps) ||
       PyList_GET_SIZE(views) != PyList_GET_SIZE(staged)) {
     PyErr_SetString(PyExc_TypeError, "stage(views: list, staged: list of equal length, grads: list, gaps: list)");
-    return nullptr;
+    return -1;
   }
   Py_ssize_t n = PyList_GET_SIZE(views);
-  std::vector<std::pair<const at::Tensor*, const at::Tensor*>> pairs;
   pairs.reserve(n);
   for (Py_ssize_t k = 0; k < n; ++k) {
     Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(staged, k));
     if (i == -1 && PyErr_Occurred()) {
-      return nullptr;
+      return -1;
     }
     if (i < 0 || i >= PyList_GET_SIZE(grads)) {
       PyErr_SetString(PyExc_IndexError, "a staged index out of range");
-      return nullptr;
+      return -1;
     }
     PyObject* vobj = PyList_GET_ITEM(views, k);
     PyObject* gobj = PyList_GET_ITEM(grads, i);
     if (!THPVariable_Check(vobj) || !THPVariable_Check(gobj)) {
-      Py_RETURN_FALSE;
+      return 0;
     }
     const at::Tensor& v = THPVariable_Unpack(vobj);
     const at::Tensor& g = THPVariable_Unpack(gobj);
     if (!v.is_cpu() || !g.is_cpu() || !plain(g) || !plain(v) || v.scalar_type() != g.scalar_type() ||
         v.sizes() != g.sizes() || !laid_out_alike(v, g)) {
-      Py_RETURN_FALSE;
+      return 0;
     }
     pairs.emplace_back(&v, &g);
   }
@@ -282,24 +291,46 @@ PyObject* stage(PyObject*, PyObject* args) {
   for (Py_ssize_t k = 0; k < m; ++k) {
     PyObject* obj = PyList_GET_ITEM(gaps, k);
     if (!THPVariable_Check(obj)) {
-      Py_RETURN_FALSE;
+      return 0;
     }
     const at::Tensor& z = THPVariable_Unpack(obj);
     if (!z.is_cpu() || !plain(z) || !z.is_contiguous()) {
-      Py_RETURN_FALSE;
+      return 0;
     }
   }
+  return 1;
+}
+
+// The copies of stage_plan() made, and the gaps zeroed.
+void stage_copy(const std::vector<std::pair<const at::Tensor*, const at::Tensor*>>& pairs, PyObject* gaps) {
   for (auto& [v, g] : pairs) {
     if (g->numel() > 0) {  // (an empty tensor may have no memory at all)
       std::memcpy(v->data_ptr(), g->data_ptr(), g->numel() * g->element_size());
     }
   }
+  Py_ssize_t m = PyList_GET_SIZE(gaps);
   for (Py_ssize_t k = 0; k < m; ++k) {
     const at::Tensor& z = THPVariable_Unpack(PyList_GET_ITEM(gaps, k));
     if (z.numel() > 0) {
       std::memset(z.data_ptr(), 0, z.numel() * z.element_size());
     }
   }
+}
+
+PyObject* stage(PyObject*, PyObject* args) {
+  PyObject *views, *staged, *grads, *gaps;
+  if (!PyArg_ParseTuple(args, "OOOO", &views, &staged, &grads, &gaps)) {
+    return nullptr;
+  }
+  std::vector<std::pair<const at::Tensor*, const at::Tensor*>> pairs;
+  int ok = stage_plan(views, staged, grads, gaps, pairs);
+  if (ok < 0) {
+    return nullptr;
+  }
+  if (ok == 0) {
+    Py_RETURN_FALSE;
+  }
+  stage_copy(pairs, gaps);
   Py_RETURN_TRUE;
 }
 
@@ -398,36 +429,12 @@ PyObject* open_kernel(PyObject*, PyObject* args) {
   return capsule;
 }
 
-// run(kernel, args) -> None | list
-//
-// One call of the kernel on ``args`` (a list of tensors, as torch's runner takes them):
-// None where the kernel returns nothing, else its outputs (a guarded step's flag).
-PyObject* run(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
-  if (nargs != 2 || !PyList_Check(argv[1])) {
-    PyErr_SetString(PyExc_TypeError, "run(kernel, args: list)");
-    return nullptr;
-  }
-  auto* k = static_cast<Kernel*>(PyCapsule_GetPointer(argv[0], KERNEL));
-  if (k == nullptr) {
-    return nullptr;
-  }
-  PyObject* list = argv[1];
-  Py_ssize_t n = PyList_GET_SIZE(list);
-  if (static_cast<size_t>(n) != k->inputs) {
-    PyErr_Format(PyExc_TypeError, "the kernel takes %zu tensors, not %zd", k->inputs, n);
-    return nullptr;
-  }
+// The kernel run on ``inputs`` (k->inputs tensors, moved into the handles the model
+// takes over): None where it returns nothing, else its outputs (a guarded step's flag).
+PyObject* run_inputs(Kernel* k, at::Tensor* inputs) {
   Handle** in = k->in.data();
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* obj = PyList_GET_ITEM(list, i);
-    if (!THPVariable_Check(obj)) {
-      for (Py_ssize_t j = 0; j < i; ++j) {
-        delete reinterpret_cast<at::Tensor*>(in[j]);
-      }
-      PyErr_Format(PyExc_TypeError, "argument %zd of a kernel call is not a tensor", i);
-      return nullptr;
-    }
-    in[i] = reinterpret_cast<Handle*>(new at::Tensor(THPVariable_Unpack(obj)));
+  for (size_t i = 0; i < k->inputs; ++i) {
+    in[i] = reinterpret_cast<Handle*>(new at::Tensor(std::move(inputs[i])));
   }
   std::vector<Handle*>& out = k->out;
   std::fill(out.begin(), out.end(), nullptr);
@@ -461,6 +468,143 @@ PyObject* run(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     }
   }
   return result;
+}
+
+Kernel* kernel_of(PyObject* capsule, PyObject* args) {
+  auto* k = static_cast<Kernel*>(PyCapsule_GetPointer(capsule, KERNEL));
+  if (k != nullptr && static_cast<size_t>(PyList_GET_SIZE(args)) != k->inputs) {
+    PyErr_Format(PyExc_TypeError, "the kernel takes %zu tensors, not %zd", k->inputs, PyList_GET_SIZE(args));
+    return nullptr;
+  }
+  return k;
+}
+
+// The tensors of ``args`` (a list; ``holes``: None stands for a tensor put in later,
+// left undefined), or false with a TypeError.
+bool tensors_of(PyObject* args, std::vector<at::Tensor>& out, bool holes = false) {
+  Py_ssize_t n = PyList_GET_SIZE(args);
+  out.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* obj = PyList_GET_ITEM(args, i);
+    if (holes && obj == Py_None) {
+      out.emplace_back();
+      continue;
+    }
+    if (!THPVariable_Check(obj)) {
+      PyErr_Format(PyExc_TypeError, "argument %zd of a kernel call is not a tensor", i);
+      return false;
+    }
+    out.push_back(THPVariable_Unpack(obj));
+  }
+  return true;
+}
+
+// run(kernel, args) -> None | list
+//
+// One call of the kernel on ``args`` (a list of tensors, as torch's runner takes them):
+// None where the kernel returns nothing, else its outputs (a guarded step's flag).
+PyObject* run(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyList_Check(argv[1])) {
+    PyErr_SetString(PyExc_TypeError, "run(kernel, args: list)");
+    return nullptr;
+  }
+  Kernel* k = kernel_of(argv[0], argv[1]);
+  std::vector<at::Tensor> inputs;
+  if (k == nullptr || !tensors_of(argv[1], inputs)) {
+    return nullptr;
+  }
+  return run_inputs(k, inputs.data());
+}
+
+// call(kernel, args, scal_pos, scal, slots, grads, params, views, staged, gaps, single) -> bool
+//
+// One prepared kernel call of a step (what engine._make does in Python, in one call):
+// the small gradients staged (as stage() does), the step's numbers ``scal`` put at
+// ``scal_pos`` of ``args`` and each gradient of ``slots`` (position, index) at its
+// position (None there in ``args``) as a 1-D window over its memory (as flat() does, without making Python
+// objects of them), and the kernel run, on one thread when ``single`` (a short run costs
+// less than waking the thread team; see engine._call). ``args`` itself is not changed.
+// False, before anything is written, where stage() or flat() would answer False (the
+// Python path makes the call then); a guarded kernel's flag is not looked at.
+PyObject* call(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
+  if (nargs != 11 || !PyList_Check(argv[1]) || !THPVariable_Check(argv[3]) || !PyList_Check(argv[4]) ||
+      !PyList_Check(argv[5]) || !PyList_Check(argv[6])) {
+    PyErr_SetString(PyExc_TypeError,
+                    "call(kernel, args: list, scal_pos: int, scal: Tensor, slots: list, grads: list, "
+                    "params: list, views, staged, gaps, single: bool)");
+    return nullptr;
+  }
+  PyObject *args = argv[1], *slots = argv[4], *grads = argv[5], *params = argv[6], *gaps = argv[9];
+  Kernel* k = kernel_of(argv[0], args);
+  if (k == nullptr) {
+    return nullptr;
+  }
+  Py_ssize_t n = PyList_GET_SIZE(args);
+  Py_ssize_t scal_pos = PyLong_AsSsize_t(argv[2]);
+  if (scal_pos == -1 && PyErr_Occurred()) {
+    return nullptr;
+  }
+  if (scal_pos < 0 || scal_pos >= n) {
+    PyErr_SetString(PyExc_IndexError, "the numbers' position is out of range");
+    return nullptr;
+  }
+  std::vector<std::pair<const at::Tensor*, const at::Tensor*>> pairs;
+  int ok = stage_plan(argv[7], argv[8], grads, gaps, pairs);
+  if (ok <= 0) {
+    return ok < 0 ? nullptr : Py_NewRef(Py_False);
+  }
+  std::vector<at::Tensor> inputs;
+  if (!tensors_of(args, inputs, true)) {
+    return nullptr;
+  }
+  inputs[scal_pos] = THPVariable_Unpack(argv[3]);
+  Py_ssize_t m = PyList_GET_SIZE(slots);
+  for (Py_ssize_t s = 0; s < m; ++s) {
+    PyObject* slot = PyList_GET_ITEM(slots, s);
+    if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) != 2) {
+      PyErr_SetString(PyExc_TypeError, "a slot is a (position, index) pair");
+      return nullptr;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 0));
+    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 1));
+    if (PyErr_Occurred()) {
+      return nullptr;
+    }
+    if (pos < 0 || pos >= n || i < 0 || i >= PyList_GET_SIZE(grads) || i >= PyList_GET_SIZE(params)) {
+      PyErr_SetString(PyExc_IndexError, "a slot out of range");
+      return nullptr;
+    }
+    PyObject* gobj = PyList_GET_ITEM(grads, i);
+    PyObject* pobj = PyList_GET_ITEM(params, i);
+    if (!THPVariable_Check(gobj) || !THPVariable_Check(pobj)) {
+      Py_RETURN_FALSE;
+    }
+    const at::Tensor& g = THPVariable_Unpack(gobj);
+    if (!readable(g, THPVariable_Unpack(pobj))) {
+      Py_RETURN_FALSE;
+    }
+    inputs[pos] = window_of(g);
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (!inputs[i].defined()) {
+      PyErr_Format(PyExc_TypeError, "argument %zd of a kernel call is None and no slot fills it", i);
+      return nullptr;
+    }
+  }
+  stage_copy(pairs, gaps);
+  int threads = PyObject_IsTrue(argv[10]) ? at::get_num_threads() : 1;
+  if (threads > 1) {
+    at::set_num_threads(1);
+  }
+  PyObject* out = run_inputs(k, inputs.data());
+  if (threads > 1) {
+    at::set_num_threads(threads);
+  }
+  if (out == nullptr) {
+    return nullptr;
+  }
+  Py_DECREF(out);
+  Py_RETURN_TRUE;
 }
 
 // -- a step's numbers, separated from its flags --------------------------------------------
@@ -731,6 +875,8 @@ PyMethodDef methods[] = {
     {"again", again, METH_VARARGS, "a repeated step's look at a bucket of fresh gradients"},
     {"flat", flat, METH_VARARGS, "gradients as 1-D windows into a kernel call's arguments"},
     {"stage", stage, METH_VARARGS, "small gradients copied into the staging buffer"},
+    {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call)), METH_FASTCALL,
+     "one prepared kernel call: staged, gradients read in place, run"},
     {nullptr, nullptr, 0, nullptr},
 };
 

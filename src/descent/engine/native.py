@@ -128,9 +128,17 @@ def build() -> ModuleType | None:
 def runner(pt2: Path) -> Callable[[list], list | None] | None:
     """The CPU kernel packaged at ``pt2`` as a function of its argument list, called
     through the module's C interface to the kernel's library rather than torch's runner
-    (about 0.9 µs less a call): its library is taken out of the package once, into the
-    cache beside it. None where the module is not available or the package holds no
-    library it can open (torch's runner runs the kernel then)."""
+    (about 0.9 µs less a call). None where :func:`kernel_handle` is."""
+    handle = kernel_handle(pt2)
+    mod = _module
+    return None if handle is None or mod is None else functools.partial(mod.run, handle)
+
+
+def kernel_handle(pt2: Path) -> object | None:
+    """The CPU kernel packaged at ``pt2``, opened by the module for its ``run`` and
+    ``call``: its library is taken out of the package once, into the cache beside it.
+    None where the module is not available or the package holds no library it can open
+    (torch's runner runs the kernel then)."""
     mod = module()
     if mod is None:
         return None
@@ -142,10 +150,9 @@ def runner(pt2: Path) -> Callable[[list], list | None] | None:
                 tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
                 tmp.write_bytes(package.read(name))
                 os.replace(tmp, lib)  # (whole or absent, for a process opening it meanwhile)
-        handle = mod.open_kernel(str(lib))
+        return mod.open_kernel(str(lib))
     except (OSError, StopIteration, zipfile.BadZipFile):
         return None
-    return functools.partial(mod.run, handle)
 
 
 def why_not() -> str | None:

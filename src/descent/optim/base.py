@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -192,15 +191,25 @@ class RuleOptimizer(Optimizer):
         groups = self.param_groups
         # the common case: every group stepped by the engine (nothing by shape, nothing
         # through autograd), without looking for the others
-        plain = not self.whole_rules and not any(map(_differentiable, groups))
+        if not self.whole_rules:
+            for group in groups:
+                if group.get("differentiable"):
+                    break
+            else:  # (the engine steps in any grad mode; see Engine.step)
+                try:
+                    self._engine.step(groups, self.state)
+                except SparseGradient:
+                    with torch.no_grad():
+                        self._sparse_step()
+                return loss
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
         try:
-            whole = [] if plain else self._whole_groups()
+            whole = self._whole_groups()
             if whole and not self._whole_ready(whole):
                 return loss
             try:
-                stepped = groups if plain else self._stepped_groups()
+                stepped = self._stepped_groups()
                 if stepped or not whole:
                     self._engine.step(stepped, self.state)
             except SparseGradient:
@@ -221,8 +230,6 @@ class RuleOptimizer(Optimizer):
                 )
         finally:
             torch._C._set_grad_enabled(grad)
-        if plain:
-            return loss
         for group in groups:
             if group.get("differentiable"):  # its step through autograd, as torch.optim's
                 with torch.enable_grad():
@@ -394,7 +401,6 @@ def _keep_codes(opt: RuleOptimizer, state_dict: dict[str, Any]) -> None:
 
 
 _profiling = torch._C._autograd._profiler_enabled
-_differentiable = operator.methodcaller("get", "differentiable")
 
 
 def _uncompiled_step(opt: RuleOptimizer, closure: Callable[[], Any] | None) -> Any:

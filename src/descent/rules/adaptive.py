@@ -96,7 +96,8 @@ class EMAOfSquares(Transform):
 
     def scalars(self, group, t, host):
         beta, eps = read(group, self.beta), read(group, self.eps)
-        h = {**ema(beta), "eps": eps}
+        h = ema(beta)
+        h["eps"] = eps
         if self.bias_correction:
             # v̂ = v·c with c = 1/(1 − βᵗ):  u/(√v̂ + ε) = [u/(√v + ε/√c)]·(1/√c) and
             # u/√(v̂ + ε) = [u/√(v + ε/c)]·(1/√c), the scalar left for the step.
