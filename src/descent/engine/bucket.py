@@ -30,7 +30,6 @@ from .layout import (
     home,
     homed,
     laid_out,
-    scalar_dtype,
     staggered,
     tile,
     window,
@@ -521,9 +520,11 @@ class Bucket:
                     for lo, loc in zip(self.sstarts, self.locals)
                 ]
 
-    def allocate_host(self, name: str, value: float, dtype: torch.dtype | None = None) -> Tensor:
-        dtype = dtype or scalar_dtype()
-        code = _CODES[dtype]  # (torch.optim's step dtype, or float64)
+    def allocate_host(self, name: str, value: float, dtype: torch.dtype) -> Tensor:
+        """Host scalar ``name`` of every param, set to ``value``, in ``dtype``
+        (:func:`.layout.host_dtype`); those not in float64 are rounded to float32 as they
+        advance (:attr:`narrow`)."""
+        code = _CODES[dtype]
         # a tensor over a Python array's memory (kept alive by it)
         memory = array.array(code, [value]) * len(self.params)
         buf = torch.frombuffer(memory, dtype=dtype) if self.params else torch.empty(0, dtype=dtype)

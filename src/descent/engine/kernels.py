@@ -34,7 +34,7 @@ from . import aot, native
 from .aot import Spec
 from .body import Step, Windows, nonfinite, options, unpack
 from .formats import BLOCK, Format, StoredStep, full_width, i32, stored
-from .layout import scalar_dtype
+from .layout import host_dtype
 
 #: Eager runs over longer buffers go in chunks of this many elements, so temporaries stay
 #: bounded instead of proportional to the parameter count. Not smaller: every eager op is
@@ -102,7 +102,7 @@ def pack_py(hs: Sequence[Scalars]) -> tuple[tuple, tuple, list]:
 def fresh_scalars(chain: Chain, group: dict) -> Iterator[list[Scalars]]:
     """The chain's scalars at steps 1, 2, … of a param that starts now."""
     names = chain.host[1:]
-    narrow = {k for k in names if (chain.host_dtype(k) or scalar_dtype()) != torch.float64}
+    narrow = {k for k in names if host_dtype(chain, k) != torch.float64}
     held = {k: chain.host_init(k) for k in names}
     t = 0.0
     while True:

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..rules.base import Chain
+
 #: Params start at multiples of this many elements: aligned vector loads, and every run
 #: of the compiled kernel has a length divisible by it.
 ALIGN = 16
@@ -58,6 +60,14 @@ def align(n: int) -> int:
 def scalar_dtype() -> torch.dtype:
     """torch.optim's dtype for per-tensor scalars such as ``step``."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def host_dtype(chain: Chain, name: str) -> torch.dtype:
+    """The dtype a param's host scalar ``name`` (``step``, a rule's own) starts in:
+    float64 for a transform's wide ones, else :func:`scalar_dtype`. Every place that
+    makes one asks here; a scalar not in float64 is rounded to float32 as it advances
+    (:class:`.Host`)."""
+    return chain.host_dtype(name) or scalar_dtype()
 
 
 def staggered(

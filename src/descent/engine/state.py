@@ -25,7 +25,7 @@ from ..rules.base import Chain
 from . import formats
 from .bucket import Bucket, _local_like, first_rows, most_blocks
 from .formats import CODES_SUFFIX, SCALE_SUFFIX
-from .layout import alone, dense
+from .layout import alone, dense, host_dtype
 from .tracked import TrackedEntry, TrackedState, version
 
 
@@ -93,7 +93,7 @@ class StateKeeper:
         grown = False
         for name in chain.host:
             if name not in b.host:
-                b.allocate_host(name, chain.host_init(name), chain.host_dtype(name))
+                b.allocate_host(name, chain.host_init(name), host_dtype(chain, name))
                 grown = True
         for name in chain.state:
             if name not in b.state:

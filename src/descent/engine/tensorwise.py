@@ -18,7 +18,7 @@ from torch import Tensor
 from ..rules.base import Chain, Host, Scalars, keep_graph
 from .formats import CODES_SUFFIX
 from .kernels import compute_dtype
-from .layout import scalar_dtype
+from .layout import host_dtype
 
 
 def prepare(
@@ -30,11 +30,9 @@ def prepare(
     its buffers had started before. ``state_step``: the state publishes a ``step`` (all
     but SGD)."""
     st = state[p]
-    if state_step and "step" not in st:
-        st["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-    for name in chain.host[1:]:
+    for name in chain.host if state_step else chain.host[1:]:
         if name not in st:
-            st[name] = torch.tensor(chain.host_init(name), dtype=chain.host_dtype(name) or scalar_dtype())
+            st[name] = torch.tensor(chain.host_init(name), dtype=host_dtype(chain, name))
     bufs = chain.buffers(tuple(p.shape))
     started = all(name in st or name + CODES_SUFFIX in st for name in bufs)
     for name, shape in bufs.items():
