@@ -196,6 +196,37 @@ PyObject* again(PyObject*, PyObject* args) {
   return out;
 }
 
+// Slot ``slot`` (a (position, index) pair; positions below ``n``) of a kernel call: its
+// position, and grads[index] as the window a kernel reads in place of params[index]'s.
+// -1: a Python error set; 0: that gradient is laid out otherwise (or not a tensor);
+// 1: ``pos`` and ``out`` set.
+int slot_window(PyObject* slot, Py_ssize_t n, PyObject* grads, PyObject* params, Py_ssize_t& pos, at::Tensor& out) {
+  if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) != 2) {
+    PyErr_SetString(PyExc_TypeError, "a slot is a (position, index) pair");
+    return -1;
+  }
+  pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 0));
+  Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 1));
+  if (PyErr_Occurred()) {
+    return -1;
+  }
+  if (pos < 0 || pos >= n || i < 0 || i >= PyList_GET_SIZE(grads) || i >= PyList_GET_SIZE(params)) {
+    PyErr_SetString(PyExc_IndexError, "a slot out of range");
+    return -1;
+  }
+  PyObject* gobj = PyList_GET_ITEM(grads, i);
+  PyObject* pobj = PyList_GET_ITEM(params, i);
+  if (!THPVariable_Check(gobj) || !THPVariable_Check(pobj)) {
+    return 0;
+  }
+  const at::Tensor& g = THPVariable_Unpack(gobj);
+  if (!readable(g, THPVariable_Unpack(pobj))) {
+    return 0;
+  }
+  out = window_of(g);
+  return 1;
+}
+
 // flat(args, slots, grads, params) -> bool
 //
 // For each (position, index) in ``slots``: args[position] := grads[index] as a 1-D window
@@ -213,32 +244,13 @@ PyObject* flat(PyObject*, PyObject* args) {
   }
   Py_ssize_t n = PyList_GET_SIZE(slots);
   for (Py_ssize_t s = 0; s < n; ++s) {
-    PyObject* slot = PyList_GET_ITEM(slots, s);
-    if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) != 2) {
-      PyErr_SetString(PyExc_TypeError, "a slot is a (position, index) pair");
-      return nullptr;
+    Py_ssize_t pos = 0;
+    at::Tensor window;
+    int ok = slot_window(PyList_GET_ITEM(slots, s), PyList_GET_SIZE(out), grads, params, pos, window);
+    if (ok <= 0) {
+      return ok < 0 ? nullptr : Py_NewRef(Py_False);
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 0));
-    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 1));
-    if (PyErr_Occurred()) {
-      return nullptr;
-    }
-    if (pos < 0 || pos >= PyList_GET_SIZE(out) || i < 0 || i >= PyList_GET_SIZE(grads) ||
-        i >= PyList_GET_SIZE(params)) {
-      PyErr_SetString(PyExc_IndexError, "a slot out of range");
-      return nullptr;
-    }
-    PyObject* gobj = PyList_GET_ITEM(grads, i);
-    PyObject* pobj = PyList_GET_ITEM(params, i);
-    if (!THPVariable_Check(gobj) || !THPVariable_Check(pobj)) {
-      Py_RETURN_FALSE;
-    }
-    const at::Tensor& g = THPVariable_Unpack(gobj);
-    const at::Tensor& p = THPVariable_Unpack(pobj);
-    if (!readable(g, p)) {
-      Py_RETURN_FALSE;
-    }
-    PyObject* wrapped = THPVariable_Wrap(window_of(g));
+    PyObject* wrapped = THPVariable_Wrap(std::move(window));
     if (wrapped == nullptr) {
       return nullptr;
     }
@@ -560,30 +572,13 @@ PyObject* call(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   inputs[scal_pos] = THPVariable_Unpack(argv[3]);
   Py_ssize_t m = PyList_GET_SIZE(slots);
   for (Py_ssize_t s = 0; s < m; ++s) {
-    PyObject* slot = PyList_GET_ITEM(slots, s);
-    if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) != 2) {
-      PyErr_SetString(PyExc_TypeError, "a slot is a (position, index) pair");
-      return nullptr;
+    Py_ssize_t pos = 0;
+    at::Tensor window;
+    int got = slot_window(PyList_GET_ITEM(slots, s), n, grads, params, pos, window);
+    if (got <= 0) {
+      return got < 0 ? nullptr : Py_NewRef(Py_False);
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 0));
-    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(slot, 1));
-    if (PyErr_Occurred()) {
-      return nullptr;
-    }
-    if (pos < 0 || pos >= n || i < 0 || i >= PyList_GET_SIZE(grads) || i >= PyList_GET_SIZE(params)) {
-      PyErr_SetString(PyExc_IndexError, "a slot out of range");
-      return nullptr;
-    }
-    PyObject* gobj = PyList_GET_ITEM(grads, i);
-    PyObject* pobj = PyList_GET_ITEM(params, i);
-    if (!THPVariable_Check(gobj) || !THPVariable_Check(pobj)) {
-      Py_RETURN_FALSE;
-    }
-    const at::Tensor& g = THPVariable_Unpack(gobj);
-    if (!readable(g, THPVariable_Unpack(pobj))) {
-      Py_RETURN_FALSE;
-    }
-    inputs[pos] = window_of(g);
+    inputs[pos] = std::move(window);
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
     if (!inputs[i].defined()) {
