@@ -130,7 +130,7 @@ def runner(pt2: Path) -> Callable[[list], list | None] | None:
     through the module's C interface to the kernel's library rather than torch's runner
     (about 0.9 µs less a call). None where :func:`kernel_handle` is."""
     handle = kernel_handle(pt2)
-    mod = _module
+    mod = module()
     return None if handle is None or mod is None else functools.partial(mod.run, handle)
 
 
