@@ -579,3 +579,41 @@ def test_pack_leaves_anything_but_a_list_of_plain_dicts_to_python(fast):
     assert fast.pack(({"a": 1.0},)) is None
     assert fast.pack([{"a": 1.0}, Sub(b=2.0)]) is None
     assert fast.pack([{"a": 1.0}, [("b", 2.0)]]) is None
+
+
+@pytest.mark.compiled
+def test_a_kernel_loaded_before_the_module_arrived_goes_through_it_once_it_is_there(fast, monkeypatch):
+    """Kernels cached, the module still being built: they load through torch's runner.
+    Once the module is there, their next call opens their library through it and the
+    step's calls are made whole in C++ (``call``), with the same bits as steps that
+    never had the module."""
+    from descent.engine import kernels
+
+    monkeypatch.setattr(kernels, "_kernels", {})  # (loaded in this test)
+    monkeypatch.setattr(native, "module", lambda: None)
+    shapes = [(LARGE + 1,), (40, 30), (301,), (5,)]
+    gen = torch.Generator().manual_seed(4)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    ours, twin = ([torch.nn.Parameter(x.clone()) for x in init] for _ in range(2))
+    opt = descent.Adam(ours, compile=True)
+    python = descent.Adam(twin, compile=True)
+    spy = _Spy(fast)
+    for step in range(5):
+        for a, b in zip(ours, twin):
+            g = torch.randn(a.shape, generator=gen)
+            a.grad, b.grad = g.clone(), g.clone()
+        arrived = step >= 2
+        monkeypatch.setattr(native, "module", (lambda: spy) if arrived else (lambda: None))
+        opt.step()
+        monkeypatch.setattr(native, "module", lambda: None)
+        python.step()
+        if step == 0:
+            for o in (opt, python):
+                for b in o._engine.groups[0].buckets:
+                    for k in b.kernels.values():
+                        assert k is None or (k.ready(True) and k.handle is None)
+        for a, b in zip(ours, twin):
+            assert torch.equal(a, b), step
+    kern = next(k for k in opt._engine.groups[0].buckets[0].kernels.values() if k is not None)
+    assert kern.handle is not None and kern.pt2 is None
+    assert spy.seen["call"].count(True) >= 2

@@ -117,7 +117,7 @@ def _make(b: Bucket, call: Call, grads: list | None, scal: Tensor, kern: Kernel)
     """One prepared kernel call: its small gradients staged, the step's numbers and the
     gradients read in place put in their slots. One C++ call where the module opened
     the kernel (``native.call``: about 0.7 µs less than the Python below)."""
-    handle = kern.handle
+    handle = kern.handle if kern.pt2 is None else kern.opened()
     if handle is not None and (fast := native.module()) is not None:
         single = call.n < PARALLEL_MIN
         staging = call.views, call.staged, call.gaps

@@ -213,6 +213,9 @@ class Kernel:
         #: the kernel's library as the C++ module opened it (``native.call`` runs it), or
         #: None where ``fn`` runs it another way
         self.handle: object | None = None
+        #: the package of a CPU kernel loaded through torch's runner, while the module
+        #: may still come to open it (:meth:`opened`)
+        self.pt2 = None
         self.dead = False
         self.key: str | None = None
         self.next_look = 0.0
@@ -259,11 +262,7 @@ class Kernel:
             time.sleep(0.05)
 
     def _load(self, path) -> bool:
-        handle = native.kernel_handle(path) if self.device.type == "cpu" else None
-        fast = native.module()
-        if handle is not None and fast is not None:
-            self.handle = handle
-            self.fn = _counted(functools.partial(fast.run, handle))
+        if self._open(path):
             stats["loaded"] += 1
             return True
         try:
@@ -272,8 +271,36 @@ class Kernel:
             path.unlink(missing_ok=True)
             return self._give_up([f"loading {path.name} failed: {exc}"])
         self.fn = _counted(runner.run)
+        if self.device.type == "cpu":  # (opened by the C++ module once it is there: :meth:`opened`)
+            self.pt2 = path
         stats["loaded"] += 1
         return True
+
+    def _open(self, path) -> bool:
+        """Run the CPU kernel at ``path`` through the C++ module's interface to its
+        library (:attr:`handle`); False where the module or the library is not there."""
+        handle = native.kernel_handle(path) if self.device.type == "cpu" else None
+        fast = native.module()
+        if handle is None or fast is None:
+            return False
+        self.handle = handle
+        self.fn = _counted(functools.partial(fast.run, handle))
+        return True
+
+    def opened(self) -> object | None:
+        """:attr:`handle`, where the C++ module arrived after this CPU kernel was loaded
+        through torch's runner (its background build lands a few seconds into a process
+        whose kernels were cached): the library is opened then, and the kernel's calls
+        go through the module from that step on. Looked at while the module may still
+        come, then no more."""
+        if self.pt2 is None:
+            return self.handle
+        if native.module() is not None:
+            path, self.pt2 = self.pt2, None
+            self._open(path)
+        elif native.why_not() is not None:  # (it will not come in this process)
+            self.pt2 = None
+        return self.handle
 
     def _build_here(self) -> bool:
         assert self.key is not None
