@@ -10,6 +10,7 @@ without it, and torch.optim's numbers.
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 from pathlib import Path
 
@@ -140,6 +141,12 @@ def test_stage_refuses_before_writing_anything(fast, case):
         grads[0] = torch.randn(4, 3)
     assert fast.stage(views, [0, 1], grads, [staging[17:20]]) is False
     assert torch.equal(staging, torch.full((20,), 7.0))
+
+
+def _runner(mod, pt2):
+    """The kernel at ``pt2`` as a function of its arguments, run through the module."""
+    handle = native.kernel_handle(pt2)
+    return None if handle is None else functools.partial(mod.run, handle)
 
 
 class _Declining:
@@ -356,7 +363,7 @@ def test_a_compiler_that_cannot_run_is_recorded_once_and_the_steps_go_on(tmp_pat
 )
 def test_a_kernel_run_through_its_library_gives_torchs_runners_bits(fast, monkeypatch, name, kw, shapes):
     """Every kernel call a step makes, made again on copies of its arguments through the
-    module (``native.runner``) and through torch's AOTInductor runner: the same bits in
+    module (``native.kernel_handle``) and through torch's AOTInductor runner: the same bits in
     every argument written and the same outputs (a guarded kernel's flag, inf and not)."""
     from descent.engine import aot, engine, kernels
 
@@ -390,7 +397,7 @@ def test_a_kernel_run_through_its_library_gives_torchs_runners_bits(fast, monkey
     for fn, args in made:
         kern = known[id(fn)]
         pt2 = aot.paths(kern.key)[0]
-        direct, theirs = native.runner(pt2), aot.load(pt2, torch.device("cpu"))
+        direct, theirs = _runner(fast, pt2), aot.load(pt2, torch.device("cpu"))
         assert direct is not None
         a, b = [x.clone() for x in args], [x.clone() for x in args]
         out_a, out_b = direct(a), theirs.run(b)
@@ -417,7 +424,7 @@ def test_a_kernel_call_refuses_what_is_not_its_arguments(fast, tmp_path, monkeyp
     p.grad = torch.ones(3000)
     opt.step()
     kern = next(k for k in opt._engine.groups[0].buckets[0].kernels.values() if k is not None)
-    run = native.runner(aot.paths(kern.key)[0])
+    run = _runner(fast, aot.paths(kern.key)[0])
     assert run is not None
     args = [p.detach(), torch.ones(3000), torch.zeros(sum(len(k) for k in kern.spec.names))]
     with pytest.raises(TypeError, match="the kernel takes 3 tensors, not 2"):
@@ -427,7 +434,7 @@ def test_a_kernel_call_refuses_what_is_not_its_arguments(fast, tmp_path, monkeyp
     assert torch.equal(p, torch.full((3000,), -0.1))  # (nothing ran)
     bad = tmp_path / "x.pt2"
     bad.write_bytes(b"not a zip")
-    assert native.runner(bad) is None
+    assert native.kernel_handle(bad) is None
 
 
 # -- the block cache (large freed CPU blocks kept for the next gradient) ----------------

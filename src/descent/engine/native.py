@@ -7,7 +7,7 @@ reads, a view through the dispatcher): at 611 K params in 39 tensors, 30 µs of 
 step. ``native.cpp`` does the same in a tenth of the time. It answers only the common
 case; anything else (a missing or mismatched gradient, another layout) goes the Python
 way, which names what is wrong, so the numbers and the errors are the same either way.
-It also calls the CPU kernels through their libraries' C interface (:func:`runner`):
+It also calls the CPU kernels through their libraries' C interface (:func:`kernel_handle`):
 0.7 µs of fixed cost a call, against about 1.7 µs through torch's runner. And it holds
 the block cache the step inside backward puts in front of torch's CPU allocator
 (``block_cache``; see ``backward.keep_blocks``).
@@ -23,7 +23,6 @@ turns it off.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -37,7 +36,6 @@ import sysconfig
 import threading
 import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -123,15 +121,6 @@ def build() -> ModuleType | None:
     if not path.exists() and not failed.exists() and unavailable() is None:
         compile_module()
     return _next()
-
-
-def runner(pt2: Path) -> Callable[[list], list | None] | None:
-    """The CPU kernel packaged at ``pt2`` as a function of its argument list, called
-    through the module's C interface to the kernel's library rather than torch's runner
-    (about 0.9 µs less a call). None where :func:`kernel_handle` is."""
-    handle = kernel_handle(pt2)
-    mod = module()
-    return None if handle is None or mod is None else functools.partial(mod.run, handle)
 
 
 def kernel_handle(pt2: Path) -> object | None:

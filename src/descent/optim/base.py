@@ -196,11 +196,7 @@ class RuleOptimizer(Optimizer):
                 if group.get("differentiable"):
                     break
             else:  # (the engine steps in any grad mode; see Engine.step)
-                try:
-                    self._engine.step(groups, self.state)
-                except SparseGradient:
-                    with torch.no_grad():
-                        self._sparse_step()
+                self._engine_step(groups)
                 return loss
         grad = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad() without a context object per step
@@ -208,12 +204,9 @@ class RuleOptimizer(Optimizer):
             whole = self._whole_groups()
             if whole and not self._whole_ready(whole):
                 return loss
-            try:
-                stepped = self._stepped_groups()
-                if stepped or not whole:
-                    self._engine.step(stepped, self.state)
-            except SparseGradient:
-                self._sparse_step()
+            stepped = self._stepped_groups()
+            if stepped or not whole:
+                self._engine_step(stepped)
             if whole:
                 self._whole_steps = getattr(self, "_whole_steps", 0) + 1
             for group in whole:  # matrix rules: params batched by shape (descent.engine.matrix)
@@ -237,6 +230,15 @@ class RuleOptimizer(Optimizer):
                         self.chain(group), group, self.state, self.state_step, type(self).__name__
                     )
         return loss
+
+    def _engine_step(self, groups: list[dict[str, Any]]) -> None:
+        """The engine's step of ``groups``; where a gradient is sparse (the engine refused
+        before writing anything), :meth:`_sparse_step` instead."""
+        try:
+            self._engine.step(groups, self.state)
+        except SparseGradient:
+            with torch.no_grad():
+                self._sparse_step()
 
     def _stepped_groups(self) -> list[dict[str, Any]]:
         """The groups the flat engine steps (a differentiable one steps through autograd, one
